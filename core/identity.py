@@ -1,0 +1,55 @@
+"""Who is calling, and who owns a session or file.
+
+An owner is a (tenant, user) pair. JWT callers are (``tenant_id``, ``sub``).
+API-key callers are (``key``, the user they assert: ``User-Id``, ``user_id``,
+``entity_id`` or ``id``); a key caller who asserts no user acts for the whole key
+tenant (the trusted LibreChat host downloading an output, for example).
+Files of kind ``agent`` or ``skill`` are shared within their tenant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+KEY_TENANT = "key"
+
+
+class FileKind(StrEnum):
+    """What a stored file belongs to, as LibreChat says it in ``kind``."""
+
+    USER = "user"
+    AGENT = "agent"
+    SKILL = "skill"
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The owner recorded on a stored file."""
+
+    tenant: str
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated identity of one request.
+
+    ``user`` is None for a key caller who asserted no user: such a caller may reach
+    every file of its tenant.
+    """
+
+    tenant: str
+    user: str | None
+
+    def as_owner(self) -> Owner:
+        """The owner to record on files this caller creates."""
+        return Owner(self.tenant, self.user or "")
+
+    def may_access(self, owner: Owner, kind: FileKind) -> bool:
+        """True when this caller may read, list or delete a file of ``owner``."""
+        if owner.tenant != self.tenant:
+            return False
+        if self.user is None or kind is not FileKind.USER:
+            return True
+        return owner.user in ("", self.user)

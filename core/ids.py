@@ -1,0 +1,29 @@
+"""Session and file ids: 21 random characters of ``[A-Za-z0-9_-]``, as nanoid makes them."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from core.errors import InvalidId
+
+ID_LENGTH = 21
+_ALPHABET = "useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict"
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{21}$")
+
+
+def new_id() -> str:
+    """A fresh random id (126 bits of entropy)."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(ID_LENGTH))
+
+
+def is_valid_id(value: str) -> bool:
+    """True when ``value`` has the shape of an id we issue."""
+    return bool(_ID_RE.match(value))
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """Return ``value`` unchanged, or raise ``InvalidId`` naming ``what``."""
+    if not is_valid_id(value):
+        raise InvalidId(f"{what} must be {ID_LENGTH} characters of [A-Za-z0-9_-]")
+    return value

@@ -1,0 +1,191 @@
+"""One typed settings class, read from the environment (pydantic-settings).
+
+The original README's names keep working (``CUSTOM_RCE_API_KEY``, ``RCE_IMAGE_NAME``,
+``RCE_MEM_LIMIT``, ``RCE_CPU_LIMIT``, ``RCE_NETWORK_ENABLED``, ``RCE_GPU_ENABLED``);
+every other setting is ``RCE_`` + the upper-cased field name. An unsafe or invalid
+combination fails at start-up with a message naming the variable.
+
+Build it with ``get_settings()`` (cached) or pass ``Settings(...)`` to
+``create_app``; nothing here reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runner.base import Limits
+
+DEFAULT_API_KEY = "your_secret_key"  # noqa: S105 - the original README's placeholder, refused off loopback
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(value: str | int) -> int:
+    """``512m`` -> 536870912. Docker's units: b, k, m, g (binary)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size such as 512m or 1g")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Field docs are the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="RCE_", extra="ignore", populate_by_name=True)
+
+    # --- auth -------------------------------------------------------------------
+    api_keys: SecretStr = Field(
+        SecretStr(DEFAULT_API_KEY),
+        validation_alias=AliasChoices("CUSTOM_RCE_API_KEY", "RCE_API_KEYS", "api_keys"),
+        description="API key(s), comma-separated. CUSTOM_RCE_API_KEY.",
+    )
+    auth_mode: Literal["api_key", "jwt", "both", "none"] = "api_key"
+    jwt_public_key: SecretStr | None = Field(None, description="PEM, JWK or JWKS text.")
+    jwt_public_key_file: str | None = Field(None, description="Path to a PEM, JWK or JWKS file.")
+    jwt_issuer: str = "librechat"
+    jwt_audience: str = "codeapi"
+    jwt_algorithms: str = "EdDSA,RS256"
+    jwt_leeway_s: float = 30.0
+
+    # --- server -----------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = True
+    max_code_bytes: int = 1024 * 1024
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_upload_bytes: int = 150 * 1024 * 1024
+
+    # --- storage ----------------------------------------------------------------
+    storage: str = Field("file://.rce/sessions", description="file:///path or s3://bucket/prefix")
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_manage_lifecycle: bool = True
+    session_ttl_hours: float = 48.0
+
+    # --- sandbox ----------------------------------------------------------------
+    image_name: str = "custom-rce-kernel:latest"
+    gpu_image_name: str = "custom-rce-kernel:gpu"
+    gpu_enabled: bool = False
+    network_enabled: bool = False
+    runtime: str | None = Field(None, description="OCI runtime, e.g. runsc for gVisor.")
+    mem_limit: str = "512m"
+    cpu_limit: int = 500_000_000
+    pids_limit: int = 128
+    run_timeout_s: float = 30.0
+    max_run_timeout_s: float = 300.0
+    max_output_bytes: int = 1_000_000
+    max_file_bytes: int = 50 * 1024 * 1024
+    max_files: int = 100
+    workspace_size: str = "512m"
+    tmp_size: str = "64m"
+    max_open_files: int = 1024
+    pool_size: int = Field(
+        default_factory=lambda: 0 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else 2
+    )
+    reaper_interval_s: float = 60.0
+
+    @field_validator("mem_limit", "workspace_size", "tmp_size")
+    @classmethod
+    def _check_size(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+    @field_validator("session_ttl_hours")
+    @classmethod
+    def _check_ttl(cls, value: float) -> float:
+        # LibreChat re-uploads anything older than 23 h; expiring sooner loses files.
+        if value < 24:
+            raise ValueError("RCE_SESSION_TTL_HOURS must be at least 24 (LibreChat's 23 h rule)")
+        return value
+
+    @field_validator("cpu_limit", "pids_limit", "max_output_bytes", "max_files", "max_open_files")
+    @classmethod
+    def _check_positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be a positive number")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        keys = self.api_key_list()
+        if self.auth_mode in ("api_key", "both") and not keys:
+            raise ValueError("CUSTOM_RCE_API_KEY is empty but RCE_AUTH_MODE needs an API key")
+        if (
+            self.auth_mode in ("api_key", "both")
+            and DEFAULT_API_KEY in keys
+            and not _is_loopback(self.host)
+        ):
+            raise ValueError(
+                "CUSTOM_RCE_API_KEY is the default placeholder while RCE_HOST "
+                f"({self.host}) is not a loopback address: set a real key"
+            )
+        if self.auth_mode in ("jwt", "both") and not (
+            self.jwt_public_key or self.jwt_public_key_file
+        ):
+            raise ValueError(
+                f"RCE_AUTH_MODE={self.auth_mode} needs RCE_JWT_PUBLIC_KEY or RCE_JWT_PUBLIC_KEY_FILE"
+            )
+        if not (self.storage.startswith("file://") or self.storage.startswith("s3://")):
+            raise ValueError("RCE_STORAGE must be file:///path or s3://bucket[/prefix]")
+        if self.run_timeout_s <= 0 or self.max_run_timeout_s < self.run_timeout_s:
+            raise ValueError("RCE_RUN_TIMEOUT_S must be > 0 and <= RCE_MAX_RUN_TIMEOUT_S")
+        if self.pool_size < 0:
+            raise ValueError("RCE_POOL_SIZE must be >= 0")
+        return self
+
+    def api_key_list(self) -> list[str]:
+        """The configured API keys (comma-separated in the variable)."""
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+
+    def jwt_algorithm_list(self) -> list[str]:
+        """Allowed JWT algorithms; only asymmetric ones are ever accepted."""
+        allowed = {"EdDSA", "RS256", "RS384", "RS512", "ES256", "PS256"}
+        return [a.strip() for a in self.jwt_algorithms.split(",") if a.strip() in allowed]
+
+    def limits(self) -> Limits:
+        """The sandbox limits these settings describe."""
+        return Limits(
+            run_timeout_s=self.run_timeout_s,
+            memory_limit_bytes=parse_size(self.mem_limit),
+            nano_cpus=self.cpu_limit,
+            pids_limit=self.pids_limit,
+            max_output_bytes=self.max_output_bytes,
+            max_file_bytes=self.max_file_bytes,
+            max_files=self.max_files,
+            workspace_bytes=parse_size(self.workspace_size),
+            tmp_bytes=parse_size(self.tmp_size),
+            max_open_files=self.max_open_files,
+            network_enabled=self.network_enabled,
+        )
+
+    @property
+    def sandbox_image(self) -> str:
+        """The image a sandbox is created from: the GPU one when GPU is enabled."""
+        return self.gpu_image_name if self.gpu_enabled else self.image_name
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()
