@@ -1,0 +1,36 @@
+# The thin command layer: CI runs exactly what developers run.
+SHELL := /bin/bash
+RCE_HOST ?= 127.0.0.1
+RCE_PORT ?= 8000
+export RCE_HOST RCE_PORT
+
+.PHONY: setup run test test-fast lint image bench soak clean
+
+setup:            ## install uv, the locked venv, a Docker engine and the sandbox image
+	scripts/bootstrap.sh
+
+run: setup        ## start the API on :8000 (local folder store, local Docker)
+	uv run uvicorn handler.app:create_app --factory --host $(RCE_HOST) --port $(RCE_PORT)
+
+lint:             ## ruff + mypy strict
+	uv run ruff check .
+	uv run ruff format --check .
+	uv run mypy
+
+test: setup lint  ## the whole suite: unit, contract, integration (Docker, SeaweedFS), e2e
+	scripts/test.sh
+
+test-fast:        ## unit tests only (no Docker, no S3)
+	uv run pytest tests/unit -q
+
+image:            ## (re)build the sandbox image if its recipe changed
+	images/build.sh
+
+bench: setup      ## the benchmark: rce beside a bare `docker run --rm`
+	uv run python bench/bench.py
+
+soak: setup       ## the load soak (bounded)
+	uv run python bench/soak.py
+
+clean:
+	rm -rf .rce .pytest_cache .mypy_cache .ruff_cache

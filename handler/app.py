@@ -1,0 +1,84 @@
+"""The composition root: ``create_app()`` wires settings, adapters and routes.
+
+Run it with ``uvicorn handler.app:create_app --factory``. Tests pass their own
+``Settings`` and fakes; real adapters are built only for what is not given.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from handler.errors import install_error_handlers
+from handler.logs import configure_logging
+from handler.maintenance import Maintenance
+from handler.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from handler.routes import build_router
+from handler.services import Services, build_services
+from handler.settings import Settings, get_settings
+from runner.base import Sandbox
+from storage.base import SessionStore
+
+log = logging.getLogger(__name__)
+
+
+def _body_limit(settings: Settings) -> object:
+    upload_limit = settings.max_upload_bytes + 1024 * 1024
+    batch_limit = settings.max_upload_bytes * 8
+
+    def limit_for(path: str) -> int:
+        if path.endswith("/upload/batch"):
+            return batch_limit
+        if path.endswith("/upload"):
+            return upload_limit
+        return settings.max_body_bytes
+
+    return limit_for
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: SessionStore | None = None,
+    sandbox: Sandbox | None = None,
+    maintenance: bool = True,
+) -> FastAPI:
+    """Build the API. Adapters that are not given are built from ``settings``."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    services = build_services(settings, store=store, sandbox=sandbox)
+    for warning in services.startup_warnings():
+        log.warning(warning)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        worker = Maintenance(services) if maintenance else None
+        if worker:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker:
+                worker.stop()
+            services.close()
+
+    app = FastAPI(
+        title="rce",
+        summary="Sandboxed code interpreter API for LibreChat",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    router = build_router()
+    app.include_router(router)
+    app.include_router(router, prefix="/v1", include_in_schema=False)
+    app.add_middleware(BodyLimitMiddleware, limit_for=_body_limit(settings))
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+__all__ = ["Services", "create_app"]

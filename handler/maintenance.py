@@ -1,0 +1,56 @@
+"""Background upkeep: the orphan-container reaper and the store's expiry sweep."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from core.errors import CodeInterpreterError
+
+if TYPE_CHECKING:
+    from handler.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class Maintenance:
+    """Runs the reaper at start-up and every ``RCE_REAPER_INTERVAL_S``; sweeps expired files."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rce-maintenance", daemon=True)
+
+    def start(self) -> None:
+        """Start the background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop it and wait briefly."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def run_once(self) -> None:
+        """One pass: reap orphans, expire old files. Failures are logged, never raised."""
+        services = self._services
+        try:
+            reaped = services.sandbox.reap()
+            if reaped:
+                log.info("reaped orphan sandbox containers", extra={"count": reaped})
+        except CodeInterpreterError as exc:
+            log.warning("reaper could not run: %s", exc.message)
+        try:
+            ttl = timedelta(hours=services.settings.session_ttl_hours)
+            expired = services.store.expire(datetime.now(UTC) - ttl)
+            if expired:
+                log.info("expired session files", extra={"count": expired})
+        except CodeInterpreterError as exc:
+            log.warning("expiry sweep could not run: %s", exc.message)
+
+    def _loop(self) -> None:
+        while True:
+            self.run_once()
+            if self._stop.wait(self._services.settings.reaper_interval_s):
+                return

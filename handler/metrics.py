@@ -1,0 +1,72 @@
+"""Prometheus metrics of the service (served at ``/metrics``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30, 60, 300)
+
+
+class _PoolCollector(Collector):
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        stats = self._stats()
+        for key in (
+            "pool_size",
+            "pool_target",
+            "pool_hits",
+            "pool_misses",
+            "containers_started",
+            "container_failures",
+        ):
+            if key in stats:
+                yield GaugeMetricFamily(
+                    f"rce_{key}", f"sandbox {key.replace('_', ' ')}", value=float(stats[key])
+                )
+
+
+class Metrics:
+    """The service's metrics, in their own registry (one per app)."""
+
+    def __init__(self, sandbox_stats: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self.exec_seconds = Histogram(
+            "rce_exec_duration_seconds",
+            "exec latency by language and outcome",
+            ["language", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.bytes_restored = Counter(
+            "rce_bytes_restored", "bytes restored into sandboxes", registry=self.registry
+        )
+        self.bytes_synced = Counter(
+            "rce_bytes_synced", "bytes synced from sandboxes to the store", registry=self.registry
+        )
+        self.storage_errors = Counter(
+            "rce_storage_errors",
+            "session store failures by class",
+            ["error"],
+            registry=self.registry,
+        )
+        self.sandbox_errors = Counter(
+            "rce_sandbox_errors",
+            "container engine failures by class",
+            ["error"],
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "rce_http_requests",
+            "HTTP answers by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        if sandbox_stats is not None:
+            self.registry.register(_PoolCollector(sandbox_stats))

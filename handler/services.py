@@ -1,0 +1,96 @@
+"""The adapters one app instance uses, built once from ``Settings``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from handler.auth import Authenticator
+from handler.metrics import Metrics
+from handler.settings import Settings
+from runner.base import Sandbox
+from runner.service import ExecPolicy
+from storage.base import SessionStore
+
+log = logging.getLogger(__name__)
+
+
+def build_store(settings: Settings) -> SessionStore:
+    """The session store ``RCE_STORAGE`` names."""
+    from storage.factory import open_store
+
+    return open_store(
+        settings.storage,
+        endpoint=settings.s3_endpoint,
+        region=settings.s3_region,
+        access_key=settings.s3_access_key.get_secret_value() if settings.s3_access_key else None,
+        secret_key=settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None,
+        ttl_hours=settings.session_ttl_hours,
+        manage_lifecycle=settings.s3_manage_lifecycle,
+    )
+
+
+def build_sandbox(settings: Settings) -> Sandbox:
+    """The Docker sandbox on the engine at ``DOCKER_HOST`` (or the local socket)."""
+    from runner.docker import DockerSandbox
+
+    return DockerSandbox.from_settings(
+        image=settings.sandbox_image,
+        gpu=settings.gpu_enabled,
+        runtime=settings.runtime,
+        pool_size=settings.pool_size,
+        limits=settings.limits(),
+    )
+
+
+@dataclass
+class Services:
+    """Everything a request handler needs."""
+
+    settings: Settings
+    store: SessionStore
+    sandbox: Sandbox
+    auth: Authenticator
+    metrics: Metrics
+    policy: ExecPolicy = field(default_factory=ExecPolicy)
+
+    def startup_warnings(self) -> list[str]:
+        """Things an operator must hear about at start-up."""
+        warnings = []
+        if self.settings.auth_mode == "none":
+            warnings.append(
+                "RCE_AUTH_MODE=none: requests are NOT authenticated; run only on a trusted network"
+            )
+        if self.settings.network_enabled:
+            warnings.append("RCE_NETWORK_ENABLED=true: sandboxes can reach the network")
+        return warnings
+
+    def close(self) -> None:
+        """Release adapters (drains the warm pool)."""
+        self.sandbox.close()
+
+
+def _sandbox_stats(sandbox: Sandbox) -> Any:
+    stats = getattr(sandbox, "stats", None)
+    return stats if callable(stats) else None
+
+
+def build_services(
+    settings: Settings, *, store: SessionStore | None = None, sandbox: Sandbox | None = None
+) -> Services:
+    """Build real adapters for whatever is not given."""
+    store = store if store is not None else build_store(settings)
+    sandbox = sandbox if sandbox is not None else build_sandbox(settings)
+    return Services(
+        settings=settings,
+        store=store,
+        sandbox=sandbox,
+        auth=Authenticator(settings),
+        metrics=Metrics(_sandbox_stats(sandbox)),
+        policy=ExecPolicy(
+            limits=settings.limits(),
+            max_run_timeout_s=settings.max_run_timeout_s,
+            max_code_bytes=settings.max_code_bytes,
+        ),
+    )

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install what the project needs on this machine, idempotently:
+# uv (from PyPI), the locked Python environment, a Docker engine, the sandbox image.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v uv >/dev/null 2>&1; then
+  echo "==> installing uv" >&2
+  python3 -m pip install --quiet uv || pip install --quiet uv
+fi
+echo "==> uv sync (locked)" >&2
+uv sync --frozen --quiet
+scripts/ensure-docker.sh
+images/build.sh
