@@ -7,7 +7,7 @@ Run it with ``uvicorn handler.app:create_app --factory``. Tests pass their own
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -25,7 +25,7 @@ from storage.base import SessionStore
 log = logging.getLogger(__name__)
 
 
-def _body_limit(settings: Settings) -> object:
+def _body_limit(settings: Settings) -> Callable[[str], int]:
     upload_limit = settings.max_upload_bytes + 1024 * 1024
     batch_limit = settings.max_upload_bytes * 8
 

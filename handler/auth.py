@@ -34,7 +34,14 @@ from jwt import exceptions as jwt_errors
 
 from core.errors import AuthenticationFailed, InvalidRequest
 from core.identity import KEY_TENANT, Caller
-from handler.jwks import ASYMMETRIC_ALGORITHMS, KeyConfigError, KeySet, key_set, parse_keys
+from handler.jwks import (
+    ASYMMETRIC_ALGORITHMS,
+    KeyConfigError,
+    KeySet,
+    PublicKey,
+    key_set,
+    parse_keys,
+)
 from handler.jwks import read_key_file as _read_key_file
 from handler.settings import DEFAULT_API_KEY, Settings
 
@@ -114,7 +121,7 @@ class _JwtVerifier:
         claims = self._decode(token, alg, self._keys_for(kid, alg))
         return _caller_from_claims(claims)
 
-    def _keys_for(self, kid: str | None, alg: str) -> list[Any]:
+    def _keys_for(self, kid: str | None, alg: str) -> list[PublicKey]:
         pool = self._keys.for_kid(kid)
         if not pool:
             raise AuthenticationFailed("unknown token key id (kid)")
@@ -136,7 +143,7 @@ class _JwtVerifier:
             raise AuthenticationFailed("malformed token: typ must be JWT")
         return alg, kid
 
-    def _decode(self, token: str, alg: str, keys: list[Any]) -> dict[str, Any]:
+    def _decode(self, token: str, alg: str, keys: list[PublicKey]) -> dict[str, Any]:
         for key in keys:
             try:
                 return self._decode_with(token, alg, key)
@@ -146,7 +153,7 @@ class _JwtVerifier:
                 raise _claim_error(exc) from exc
         raise AuthenticationFailed("invalid token signature")
 
-    def _decode_with(self, token: str, alg: str, key: Any) -> dict[str, Any]:
+    def _decode_with(self, token: str, alg: str, key: PublicKey) -> dict[str, Any]:
         return jwt.decode(
             token,
             key,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from enum import Enum
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -34,6 +35,7 @@ from runner.service import ExecRequest, FileRef, execute
 from storage import access
 from storage.base import FileMeta, StoredObject
 
+OPS: list[str | Enum] = ["ops"]
 Detail = Literal["simple", "summary", "full", "normalized"]
 
 
@@ -76,7 +78,7 @@ async def caller(request: Request, services: ServicesDep) -> Caller:
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
-router_tags = ["code interpreter"]
+router_tags: list[str | Enum] = ["code interpreter"]
 
 
 def _refs(body: ExecIn) -> tuple[FileRef, ...]:
@@ -283,12 +285,12 @@ def build_router() -> APIRouter:
     """All routes; the app mounts them at ``/`` and again under ``/v1``."""
     router = APIRouter()
 
-    @router.get("/health", tags=["ops"])
+    @router.get("/health", tags=OPS)
     def health() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @router.get("/ready", tags=["ops"])
+    @router.get("/ready", tags=OPS)
     def ready(services: ServicesDep) -> JSONResponse:
         """Readiness: the Docker engine and the store, reported separately."""
         checks: dict[str, dict[str, Any]] = {}
@@ -303,7 +305,7 @@ def build_router() -> APIRouter:
             {"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503
         )
 
-    @router.get("/metrics", tags=["ops"], include_in_schema=False)
+    @router.get("/metrics", tags=OPS, include_in_schema=False)
     def metrics(services: ServicesDep) -> Response:
         """Prometheus metrics."""
         return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

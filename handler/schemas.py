@@ -121,7 +121,7 @@ class ExecOut(BaseModel):
 class UploadedOut(BaseModel):
     """One uploaded file (batch adds ``status``/``error``)."""
 
-    fileId: str | None = None  # noqa: N815 - LibreChat's field name
+    fileId: str | None = None
     filename: str
     status: str | None = None
     error: str | None = None

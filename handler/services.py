@@ -57,11 +57,7 @@ class Services:
 
     def startup_warnings(self) -> list[str]:
         """Things an operator must hear about at start-up."""
-        warnings = []
-        if self.settings.auth_mode == "none":
-            warnings.append(
-                "RCE_AUTH_MODE=none: requests are NOT authenticated; run only on a trusted network"
-            )
+        warnings = list(self.auth.warnings)
         if self.settings.network_enabled:
             warnings.append("RCE_NETWORK_ENABLED=true: sandboxes can reach the network")
         return warnings

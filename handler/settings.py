@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.base import Limits
 
-DEFAULT_API_KEY = "your_secret_key"  # noqa: S105 - the original README's placeholder, refused off loopback
+DEFAULT_API_KEY = "your_secret_key"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -144,7 +144,8 @@ class Settings(BaseSettings):
             self.jwt_public_key or self.jwt_public_key_file
         ):
             raise ValueError(
-                f"RCE_AUTH_MODE={self.auth_mode} needs RCE_JWT_PUBLIC_KEY or RCE_JWT_PUBLIC_KEY_FILE"
+                f"RCE_AUTH_MODE={self.auth_mode} needs "
+                "RCE_JWT_PUBLIC_KEY or RCE_JWT_PUBLIC_KEY_FILE"
             )
         if not (self.storage.startswith("file://") or self.storage.startswith("s3://")):
             raise ValueError("RCE_STORAGE must be file:///path or s3://bucket[/prefix]")

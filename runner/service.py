@@ -174,7 +174,9 @@ def execute(
     are uploaded (unchanged ones are not); deleted inputs are reported.
     """
     if len(request.code.encode()) > policy.max_code_bytes:
-        raise PayloadTooLarge(f"code is larger than {policy.max_code_bytes} bytes (RCE_MAX_CODE_BYTES)")
+        raise PayloadTooLarge(
+            f"code is larger than {policy.max_code_bytes} bytes (RCE_MAX_CODE_BYTES)"
+        )
     limits = _limits_for(request, policy)
     own: list[FileMeta] = []
     if request.session_id:

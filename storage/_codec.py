@@ -25,9 +25,10 @@ MAX_NAME_BYTES = 1024
 #: S3's limit on user-defined metadata (keys plus values, in bytes).
 S3_METADATA_LIMIT = 2048
 
-_KEY_PART_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_KEY_PART_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # A MIME type as HTTP carries it: printable ASCII, no line breaks.
-_CONTENT_TYPE_RE = re.compile(r"^[\x20-\x7e]{1,255}$")
+_CONTENT_TYPE_RE = re.compile(r"[\x20-\x7e]{1,255}")
+_BASE64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def check_key_part(value: str, what: str) -> str:
@@ -35,7 +36,7 @@ def check_key_part(value: str, what: str) -> str:
 
     Ids are ``[A-Za-z0-9_-]`` (1 to 128 characters): never ``/``, ``.`` or ``..``.
     """
-    if not _KEY_PART_RE.match(value):
+    if not _KEY_PART_RE.fullmatch(value):
         raise InvalidId(f"{what} must be 1 to 128 characters of [A-Za-z0-9_-]")
     return value
 
@@ -58,7 +59,7 @@ def check_new_file(new: NewFile) -> None:
     check_key_part(new.session_id, "session id")
     check_key_part(new.file_id, "file id")
     check_name(new.name)
-    if not _CONTENT_TYPE_RE.match(new.content_type):
+    if not _CONTENT_TYPE_RE.fullmatch(new.content_type):
         raise InvalidRequest("the content type must be 1 to 255 printable ASCII characters")
 
 
@@ -69,6 +70,8 @@ def encode_text(value: str) -> str:
 
 def decode_text(value: str) -> str:
     """Inverse of ``encode_text``; ``ValueError`` on anything it did not produce."""
+    if not _BASE64URL_RE.fullmatch(value):
+        raise ValueError(f"not base64url UTF-8 text: {value!r}")
     padded = value + "=" * (-len(value) % 4)
     try:
         return base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")

@@ -18,13 +18,14 @@ behind by racing writers and temporary files left by a crash are removed by
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import json
 import os
 import secrets
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -190,7 +191,7 @@ class FolderSessionStore:
 
     # --- helpers ---------------------------------------------------------------------
 
-    @contextmanager
+    @contextlib.contextmanager
     def _edge(self, action: str) -> Iterator[None]:
         """Translate OS errors into the store's errors, naming the root."""
         try:
@@ -269,7 +270,7 @@ class FolderSessionStore:
             raise _not_found(meta.session_id, meta.file_id) from exc
         (directory / f"{meta.file_id}.{meta.etag}").unlink(missing_ok=True)
 
-    def _session_dirs(self) -> list[Path]:
+    def _session_dirs(self) -> builtins.list[Path]:
         return [
             Path(entry.path)
             for entry in os.scandir(self.root)
@@ -286,10 +287,8 @@ class FolderSessionStore:
                 except FileNotFound:
                     continue
         self._sweep_leftovers(directory)
-        try:
+        with contextlib.suppress(OSError):
             directory.rmdir()  # only succeeds when nothing is left in it
-        except OSError:
-            pass
         return deleted
 
     def _sweep_leftovers(self, directory: Path) -> None:

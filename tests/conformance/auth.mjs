@@ -48,7 +48,7 @@ const BAD_CREDENTIALS = {
   'a wrong X-API-Key': { 'X-API-Key': `wrong-${crypto.randomUUID()}` },
   'an empty X-API-Key': { 'X-API-Key': '' },
   'a malformed Bearer token': { Authorization: 'Bearer not-a-jwt' },
-  'a Bearer token with the API key as the token': () => ({ Authorization: `Bearer ${config.apiKey}` }),
+  'a Bearer token that is a wrong opaque key': { Authorization: `Bearer wrong-${crypto.randomUUID()}` },
   'an expired JWT': () => bearer(alice, { claims: { iat: now() - 900, nbf: now() - 900, exp: now() - 600 } }),
   'a JWT not valid yet (nbf in 10 minutes)': () => bearer(alice, { claims: { nbf: now() + 600, exp: now() + 900 } }),
   'a JWT signed by another Ed25519 key': () =>

@@ -5,6 +5,7 @@
 import {
   createBashExecutionTool,
   createCodeExecutionTool,
+  createProgrammaticToolCallingTool,
   fetchSessionFiles,
 } from '@librechat/agents';
 
@@ -296,6 +297,18 @@ async function main() {
     const sid = out.csv.storage_session_id ?? out.session_id;
     const files = await fetchSessionFiles(base, sid, undefined, jwtA());
     expect(files.some((e) => e.id === out.png.id && e.name === 'plot.png'), `got ${show(files)}`);
+  });
+
+  // --- programmatic tool calling without tools: plain /exec ------------------------
+  await checks.run('run_tools_with_code without tools falls back to /exec (timeout ms, session_id in body)', async () => {
+    const out = checks.needs(outputs, 'the outputs exec');
+    const ptc = createProgrammaticToolCallingTool({ baseUrl: base, authHeaders: jwtA, executionProfile: 'default' });
+    const { content } = await invokeTool(
+      ptc,
+      { code: 'import asyncio\nawait asyncio.sleep(0)\nprint(open("report.csv").read().splitlines()[0])', tool_manifest: [] },
+      { session_id: out.session_id, _injected_files: injected, toolDefs: [], toolMap: new Map() },
+    );
+    expect(content.startsWith('stdout:\nx,y'), `content was ${show(content)}`);
   });
 
   // --- legacy file refs ({id, session_id, name}) with the legacy key --------------

@@ -128,11 +128,15 @@ export async function batchUploadCodeEnvFiles({
   files,
   kind = 'user',
   id = userId,
+  version,
   read_only = false,
 }) {
   const form = new FormData();
   form.append('kind', kind);
   form.append('id', id);
+  if (version != null) {
+    form.append('version', String(version));
+  }
   if (read_only) {
     form.append('read_only', 'true');
   }

@@ -200,22 +200,40 @@ async function main() {
     expect(read?.content === DATA_CSV.toString('utf8'), `read ${show(read)}`);
   });
 
-  await checks.run('/files/{sid}?detail=full gives metadata original-filename; summary has fileId', async () => {
+  const listing = (up, detail) => {
+    const params = new URLSearchParams({ kind: 'user', id: user });
+    if (detail) {
+      params.set('detail', detail);
+    }
+    return axios.get(`${base}/files/${up.storage_session_id}?${params}`, {
+      headers: { 'User-Agent': LIBRECHAT_UA, ...jwt() },
+      timeout: 5000,
+    });
+  };
+
+  await checks.run('/files/{sid}?detail=full names {sid}/{fileId}… and carries metadata original-filename', async () => {
     const up = checks.needs(upload, 'the upload');
-    const headers = { 'User-Agent': LIBRECHAT_UA, ...jwt() };
-    const query = `kind=user&id=${user}`;
-    const full = await axios.get(`${base}/files/${up.storage_session_id}?detail=full&${query}`, { headers });
-    const entry = full.data.find((f) => String(f.name).startsWith(`${up.storage_session_id}/${up.file_id}`));
-    expect(entry, `detail=full ${show(full.data)}`);
+    const { data } = await listing(up, 'full');
+    const entry = data.find((f) => String(f.name).startsWith(`${up.storage_session_id}/${up.file_id}`));
+    expect(entry, `detail=full ${show(data)}`);
     expect(entry.metadata?.['original-filename'] === 'data.csv', `metadata ${show(entry.metadata)}`);
-    expect(!Number.isNaN(new Date(entry.lastModified).getTime()), `lastModified ${show(entry.lastModified)}`);
+    expect(checkIfActive(entry.lastModified), `lastModified ${show(entry.lastModified)}`);
+  });
+
+  await checks.run('/files/{sid}?detail=simple|normalized shapes', async () => {
+    const up = checks.needs(upload, 'the upload');
+    const simple = (await listing(up, undefined)).data;
+    expect(Array.isArray(simple) && simple.length > 0 && simple.every((n) => typeof n === 'string'), `simple ${show(simple)}`);
+    const normalized = (await listing(up, 'normalized')).data;
+    const norm = normalized.find((f) => f.id === up.file_id);
+    expect(norm && norm.name === 'data.csv' && norm.storage_session_id === up.storage_session_id, `normalized ${show(normalized)}`);
+  });
+
+  await checks.run('summary items carry fileId (LibreChat checkCodeEnvFileAlive / checkSessionsAlive)', async () => {
+    const up = checks.needs(upload, 'the upload');
     const alive = await checkCodeEnvFileAlive({ baseUrl: base, ref: refOf(up), headers: jwt() });
-    expect(alive, 'summary has no item whose fileId matches (checkCodeEnvFileAlive is false)');
-    const simple = await axios.get(`${base}/files/${up.storage_session_id}?${query}`, { headers });
-    expect(Array.isArray(simple.data) && simple.data.every((n) => typeof n === 'string'), `simple ${show(simple.data)}`);
-    const normalized = await axios.get(`${base}/files/${up.storage_session_id}?detail=normalized&${query}`, { headers });
-    const norm = normalized.data.find((f) => f.id === up.file_id);
-    expect(norm && norm.name === 'data.csv' && norm.storage_session_id === up.storage_session_id, `normalized ${show(normalized.data)}`);
+    const { data } = await listing(up, 'summary');
+    expect(alive, `no summary item has fileId ${up.file_id}: ${show(data)}`);
   });
 
   await checks.run('upload/batch returns storage_session_id and one success per file', async () => {
@@ -246,6 +264,74 @@ async function main() {
     expect(content.startsWith('stdout:\nalpha\nbeta'), `content was ${show(content)}`);
   });
 
+  await checks.run('agent files (kind=agent) are shared with another user of the tenant', async () => {
+    const agentId = `agent_${newUserId()}`;
+    const up = await uploadCodeEnvFile({
+      baseUrl: base,
+      userId: user,
+      authHeaders: jwt(),
+      filename: 'agent.md',
+      bytes: Buffer.from('agent knowledge'),
+      kind: 'agent',
+      id: agentId,
+    });
+    const other = newUserId();
+    const otherJwt = () => bearer(other);
+    const ref = { kind: 'agent', id: agentId, storage_session_id: up.storage_session_id, file_id: up.file_id };
+    const lastModified = await getSessionInfo({ baseUrl: base, ref, authHeaders: otherJwt() });
+    expect(checkIfActive(lastModified), `lastModified ${show(lastModified)}`);
+    const read = await readSandboxFile({
+      baseUrl: base,
+      file_path: '/mnt/data/agent.md',
+      files: [{ id: up.file_id, resource_id: agentId, storage_session_id: up.storage_session_id, name: 'agent.md', kind: 'agent' }],
+      authHeaders: otherJwt(),
+    });
+    expect(read?.content === 'agent knowledge', `read ${show(read)}`);
+  });
+
+  const skill = await checks.run('skill batch (kind=skill, version, read_only) mounts for the skill ref', async () => {
+    const skillId = `skill_${newUserId()}`;
+    const result = await batchUploadCodeEnvFiles({
+      baseUrl: base,
+      userId: user,
+      authHeaders: jwt(),
+      files: [{ filename: 'SKILL.md', bytes: Buffer.from('# skill v3\n') }],
+      kind: 'skill',
+      id: skillId,
+      version: 3,
+      read_only: true,
+    });
+    expect(result.files.length === 1, `batch ${show(result.raw)}`);
+    const ref = {
+      id: result.files[0].fileId,
+      resource_id: skillId,
+      storage_session_id: result.storage_session_id,
+      name: 'skills/demo/SKILL.md',
+      kind: 'skill',
+      version: 3,
+    };
+    const read = await readSandboxFile({
+      baseUrl: base,
+      file_path: '/mnt/data/skills/demo/SKILL.md',
+      files: [ref],
+      authHeaders: jwt(),
+    });
+    expect(read?.content === '# skill v3\n', `read ${show(read)}`);
+    return ref;
+  });
+
+  await checks.run('a read-only (skill) input changed by code is not returned as a new output', async () => {
+    const ref = checks.needs(skill, 'the skill batch');
+    const tool = createCodeExecutionTool({ user_id: user, authHeaders: jwt, baseUrl: base });
+    const { artifact } = await invokeTool(
+      tool,
+      { lang: 'bash', code: 'echo tampered >> skills/demo/SKILL.md; echo done' },
+      { session_id: ref.storage_session_id, _injected_files: [ref] },
+    );
+    const fresh = (artifact.files ?? []).filter((f) => f.name === 'skills/demo/SKILL.md' && f.inherited !== true);
+    expect(fresh.length === 0, `read-only input came back as a new output: ${show(artifact.files)}`);
+  });
+
   await checks.run('delete /files/{sid}/{fid}?kind=user&id= removes the file (then 404)', async () => {
     const up = await uploadCodeEnvFile({ baseUrl: base, userId: user, authHeaders: jwt(), filename: 'gone.txt', bytes: Buffer.from('bye') });
     const status = await deleteCodeEnvFile({ baseUrl: base, ref: refOf(up), authHeaders: jwt(), tolerate404: false });
@@ -268,7 +354,7 @@ async function main() {
     expect(bytes.equals(DATA_CSV), 'download differs');
   });
 
-  await checks.run('a call carrying both X-API-Key and a Bearer token is accepted', async () => {
+  await checks.run('X-API-Key and Bearer together (LibreChat provision buildCodeApiHeaders) are accepted', async () => {
     const headers = { ...apiKeyHeaders(), ...jwt() };
     const up = await uploadCodeEnvFile({ baseUrl: base, userId: user, authHeaders: headers, filename: 'both.txt', bytes: Buffer.from('both') });
     expect(up.file_id, 'no file id');

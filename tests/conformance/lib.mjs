@@ -141,7 +141,7 @@ export function expect(condition, message) {
 export function show(value, limit = 600) {
   let text;
   try {
-    text = typeof value === 'string' ? value : JSON.stringify(value);
+    text = typeof value === 'string' ? value : String(JSON.stringify(value));
   } catch {
     text = String(value);
   }
@@ -167,7 +167,7 @@ export class Checks {
     } catch (error) {
       const detail = error instanceof Error ? error.message : String(error);
       this.results.push({ name, ok: false, ms: Date.now() - started, detail });
-      process.stderr.write(`FAIL ${this.script}: ${name}: ${detail}\n`);
+      process.stderr.write(`FAIL ${this.script}: ${name}: ${detail}\n${error?.stack ?? ''}\n`);
       return undefined;
     }
   }

@@ -1,0 +1,182 @@
+"""The Engine API body of a sandbox container, built by pure functions.
+
+Everything that makes a sandbox safe is decided here, in one place that unit tests
+read: no network unless asked, every capability dropped, no privilege gain, the
+engine's default seccomp profile, a non-root user, a read-only root with size-capped
+tmpfs for ``/mnt/data`` and ``/tmp``, memory without swap, CPU, PIDs, open files and
+file size limits, an init that reaps zombies, and no binds, volumes or devices
+(except the GPUs of a GPU sandbox).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from docker.types import DeviceRequest
+
+from runner.base import Limits, RunRequest
+
+NAME_PREFIX = "rce-sbx-"
+SANDBOX_USER = "1000:1000"
+WORKDIR = "/mnt/data"
+AGENT_CMD = ("python3", "/opt/rce/rce_agent.py")
+PRELOAD_ENV = "RCE_AGENT_PRELOAD=1"
+
+LABEL_SERVICE = "org.rce.service"
+LABEL_EXEC_ID = "org.rce.exec-id"
+LABEL_CREATED = "org.rce.created-at"
+LABEL_DEADLINE = "org.rce.deadline"
+LABEL_POOL = "org.rce.pool"
+SERVICE = "rce"
+
+#: After the run limit: time for the agent to kill, drain and start its reply.
+START_GRACE_S = 10.0
+#: Longest silence while a reply is streaming.
+IDLE_TIMEOUT_S = 30.0
+#: Longest time to stream back the outputs after the program ended.
+COLLECT_BUDGET_S = 120.0
+#: Extra margin the reaper leaves on top of every budget.
+REAP_MARGIN_S = 60.0
+#: Slowest input upload accepted, in bytes per second (on top of a fixed 30 s).
+MIN_UPLOAD_RATE = 4 * 1024 * 1024
+UPLOAD_BASE_S = 30.0
+
+
+def new_name() -> str:
+    """A fresh container name the socket proxy lets through (``rce-sbx-`` + hex)."""
+    return NAME_PREFIX + secrets.token_hex(8)
+
+
+def upload_budget_s(request: RunRequest) -> float:
+    """Time allowed to stream the input files into the container."""
+    return UPLOAD_BASE_S + sum(f.size for f in request.files) / MIN_UPLOAD_RATE
+
+
+def run_budget_s(request: RunRequest) -> float:
+    """Longest a run may hold its container, from the moment the job is sent."""
+    return (
+        upload_budget_s(request)
+        + request.limits.run_timeout_s
+        + START_GRACE_S
+        + COLLECT_BUDGET_S
+        + REAP_MARGIN_S
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerKey:
+    """Everything a container is created with; a warm container fits requests with its key."""
+
+    image: str
+    gpu: bool
+    runtime: str | None
+    memory_limit_bytes: int
+    nano_cpus: int
+    pids_limit: int
+    workspace_bytes: int
+    tmp_bytes: int
+    max_open_files: int
+    network_enabled: bool
+
+
+def container_key(image: str, limits: Limits, *, gpu: bool, runtime: str | None) -> ContainerKey:
+    """The container-shaping part of ``limits`` (not the per-run ones such as the timeout)."""
+    return ContainerKey(
+        image=image,
+        gpu=gpu,
+        runtime=runtime,
+        memory_limit_bytes=limits.memory_limit_bytes,
+        nano_cpus=limits.nano_cpus,
+        pids_limit=limits.pids_limit,
+        workspace_bytes=limits.workspace_bytes,
+        tmp_bytes=limits.tmp_bytes,
+        max_open_files=limits.max_open_files,
+        network_enabled=limits.network_enabled,
+    )
+
+
+def labels(
+    *, exec_id: str, deadline_s: float, pooled: bool, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The labels every sandbox carries; ``org.rce.deadline`` is when it becomes an orphan."""
+    now = time.time()
+    out = dict(extra or {})
+    out.update(
+        {
+            LABEL_SERVICE: SERVICE,
+            LABEL_EXEC_ID: exec_id[:128],
+            LABEL_CREATED: str(int(now)),
+            LABEL_DEADLINE: str(int(now + deadline_s) + 1),
+        }
+    )
+    if pooled:
+        out[LABEL_POOL] = "1"
+    return out
+
+
+def _tmpfs(size: int, extra: str) -> str:
+    return f"rw,nosuid,nodev,noexec,size={size},{extra}"
+
+
+def host_config(key: ContainerKey) -> dict[str, Any]:
+    """The ``HostConfig`` of a sandbox: every limit and every hardening."""
+    fsize = max(key.workspace_bytes, key.tmp_bytes)
+    config: dict[str, Any] = {
+        "NetworkMode": "bridge" if key.network_enabled else "none",
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges"],
+        "Privileged": False,
+        "ReadonlyRootfs": True,
+        "Tmpfs": {
+            WORKDIR: _tmpfs(key.workspace_bytes, "uid=1000,gid=1000,mode=0755"),
+            "/tmp": _tmpfs(key.tmp_bytes, "mode=1777"),
+        },
+        "Memory": key.memory_limit_bytes,
+        "MemorySwap": key.memory_limit_bytes,
+        "NanoCpus": key.nano_cpus,
+        "PidsLimit": key.pids_limit,
+        "Ulimits": [
+            {"Name": "nofile", "Soft": key.max_open_files, "Hard": key.max_open_files},
+            {"Name": "fsize", "Soft": fsize, "Hard": fsize},
+            {"Name": "core", "Soft": 0, "Hard": 0},
+        ],
+        "Init": True,
+        "IpcMode": "private",
+        "Binds": [],
+        "Mounts": [],
+        "Devices": [],
+        "VolumesFrom": [],
+        "AutoRemove": False,
+        # Replies (which carry output files) must not be copied to the engine's logs.
+        "LogConfig": {"Type": "none", "Config": {}},
+    }
+    if key.runtime:
+        config["Runtime"] = key.runtime
+    if key.gpu:
+        config["DeviceRequests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    return config
+
+
+def create_body(
+    key: ContainerKey, *, container_labels: dict[str, str], preload: bool
+) -> dict[str, Any]:
+    """The JSON body of ``POST /containers/create`` for one sandbox."""
+    return {
+        "Image": key.image,
+        "Cmd": list(AGENT_CMD),
+        "User": SANDBOX_USER,
+        "WorkingDir": WORKDIR,
+        "Env": [PRELOAD_ENV] if preload else [],
+        "Labels": container_labels,
+        "AttachStdin": True,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "OpenStdin": True,
+        "StdinOnce": True,
+        "Tty": False,
+        "NetworkDisabled": not key.network_enabled,
+        "HostConfig": host_config(key),
+    }

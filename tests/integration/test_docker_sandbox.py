@@ -1,0 +1,617 @@
+"""``DockerSandbox`` on the real engine: behaviour, limits and hardening.
+
+Every hardening and limit test runs twice: with cold containers and with the warm
+pool (``mode``). Each test asserts the outcome a user or an attacker would see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import docker
+import psutil
+import pytest
+
+from core.errors import InvalidRequest, SandboxImageMissing, SandboxUnavailable
+from runner.base import InputFile, Language, Limits, RunRequest, RunResult
+from runner.docker import DockerSandbox
+from tests.support.docker_plugin import our_containers, wait_until_gone
+
+pytestmark = pytest.mark.docker
+
+MiB = 1024 * 1024
+
+
+def input_file(name: str, data: bytes, chunk: int = 64 * 1024) -> InputFile:
+    """An input streamed in ``chunk``-sized pieces, as the store would."""
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(data), chunk):
+            yield data[start : start + chunk]
+
+    return InputFile(
+        name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest(), open=chunks
+    )
+
+
+def is_pooled(sandbox: DockerSandbox) -> bool:
+    return sandbox.stats()["pool_target"] > 0
+
+
+def execute(
+    sandbox: DockerSandbox,
+    code: str,
+    *,
+    lang: Language = Language.PYTHON,
+    files: tuple[InputFile, ...] = (),
+    args: tuple[str, ...] = (),
+    exec_id: str | None = None,
+    **limits: Any,
+) -> RunResult:
+    """Run ``code``; on a pooled sandbox, check the run really used a warm container."""
+    request = RunRequest(
+        language=lang,
+        code=code,
+        args=args,
+        files=files,
+        limits=replace(Limits(), **limits),
+        exec_id=exec_id or secrets.token_hex(6),
+    )
+    if not is_pooled(sandbox):
+        return sandbox.run(request)
+    assert sandbox.wait_pool_ready(120), sandbox.stats()
+    hits = sandbox.stats()["pool_hits"]
+    result = sandbox.run(request)
+    assert sandbox.stats()["pool_hits"] == hits + 1, "the run did not use the warm pool"
+    return result
+
+
+@pytest.fixture(scope="module", params=["cold", "pooled"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def sandbox(
+    mode: str, docker_client: docker.DockerClient, sandbox_image: str, run_labels: dict[str, str]
+) -> Iterator[DockerSandbox]:
+    """One sandbox per mode with the default limits (pool of one when pooled)."""
+    pooled = mode == "pooled"
+    box = DockerSandbox(
+        docker_client,
+        image=sandbox_image,
+        labels=run_labels,
+        pool_size=1 if pooled else 0,
+        pool_limits=Limits() if pooled else None,
+    )
+    yield box
+    box.close()
+
+
+@pytest.fixture
+def sandbox_with(
+    mode: str, make_sandbox: Callable[..., DockerSandbox]
+) -> Callable[..., DockerSandbox]:
+    """A sandbox (in the current mode) whose containers have other limits."""
+
+    def make(**limits: Any) -> DockerSandbox:
+        if mode == "pooled":
+            return make_sandbox(pool_size=1, pool_limits=replace(Limits(), **limits))
+        return make_sandbox()
+
+    return make
+
+
+class TestBasics:
+    def test_hello_world_separates_stdout_stderr_and_exit_code(
+        self, sandbox: DockerSandbox
+    ) -> None:
+        result = execute(
+            sandbox,
+            "import sys\nprint('hello world')\nprint('oops', file=sys.stderr)\nsys.exit(3)\n",
+        )
+        assert (result.stdout, result.stderr, result.exit_code) == ("hello world\n", "oops\n", 3)
+        assert not (result.timed_out or result.oom_killed or result.stdout_truncated)
+        assert result.outputs == [] and result.deleted == [] and result.skipped == []
+
+    def test_arguments_reach_the_program(self, sandbox: DockerSandbox) -> None:
+        result = execute(sandbox, "import sys; print(sys.argv[1:])", args=("a b", "--x", "ü"))
+        assert result.stdout == "['a b', '--x', 'ü']\n"
+
+    def test_binary_output_is_decoded_safely(self, sandbox: DockerSandbox) -> None:
+        result = execute(sandbox, "import sys; sys.stdout.buffer.write(b'ok\\xff\\xfe\\n')")
+        assert result.stdout == "ok\ufffd\ufffd\n"
+
+    def test_files_are_restored_and_changes_collected(self, sandbox: DockerSandbox) -> None:
+        binary = bytes(range(256)) * 4
+        big = secrets.token_bytes(3 * MiB + 17)
+        files = (
+            input_file("keep.txt", b"keep me"),
+            input_file("change.txt", b"old"),
+            input_file("delete.txt", b"bye"),
+            input_file("nested/deep/bin.dat", binary),
+            input_file("big.bin", big, chunk=100_000),
+        )
+        code = """
+import hashlib, os
+assert open('nested/deep/bin.dat', 'rb').read() == bytes(range(256)) * 4
+print(hashlib.sha256(open('big.bin', 'rb').read()).hexdigest())
+print(sorted(os.listdir('.')))
+open('change.txt', 'w').write('new')
+os.remove('delete.txt')
+open('new.txt', 'w').write('created')
+os.makedirs('out/sub')
+open('out/sub/data.bin', 'wb').write(bytes([0, 255]) * 1000)
+"""
+        result = execute(sandbox, code, files=files)
+        assert result.exit_code == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0] == hashlib.sha256(big).hexdigest()
+        assert lines[1] == "['big.bin', 'change.txt', 'delete.txt', 'keep.txt', 'nested']"
+        got = {o.name: o.data.read() for o in result.outputs}
+        assert got == {
+            "change.txt": b"new",
+            "new.txt": b"created",
+            "out/sub/data.bin": bytes([0, 255]) * 1000,
+        }
+        for out in result.outputs:
+            assert out.sha256 == hashlib.sha256(got[out.name]).hexdigest()
+            assert out.size == len(got[out.name])
+        assert result.deleted == ["delete.txt"]
+        result.close()
+
+    def test_bash_runs_with_cat_heredoc_and_args(self, sandbox: DockerSandbox) -> None:
+        code = "cat notes.txt\necho \"arg=$1\"\npython3 - <<'PY'\nprint(6 * 7)\nPY\necho err >&2\n"
+        result = execute(
+            sandbox,
+            code,
+            lang=Language.BASH,
+            files=(input_file("notes.txt", b"from a file\n"),),
+            args=("one",),
+        )
+        assert (result.stdout, result.stderr, result.exit_code) == (
+            "from a file\narg=one\n42\n",
+            "err\n",
+            0,
+        )
+
+    def test_too_many_and_too_large_outputs_are_skipped_and_named(
+        self, sandbox: DockerSandbox
+    ) -> None:
+        code = (
+            "for i in range(5): open(f'f{i}.txt', 'w').write(str(i))\n"
+            "open('huge.bin', 'wb').write(b'x' * 5000)\n"
+        )
+        result = execute(sandbox, code, max_files=3, max_file_bytes=4000)
+        assert [o.name for o in result.outputs] == ["f0.txt", "f1.txt", "f2.txt"]
+        reasons = {s.name: s.reason for s in result.skipped}
+        assert set(reasons) == {"f3.txt", "f4.txt", "huge.bin"}
+        assert "RCE_MAX_FILES" in reasons["f3.txt"]
+        assert "RCE_MAX_FILE_BYTES" in reasons["huge.bin"]
+        result.close()
+
+    def test_concurrent_runs_are_independent(self, sandbox: DockerSandbox) -> None:
+        results: dict[int, RunResult] = {}
+
+        def one(i: int) -> None:
+            results[i] = sandbox.run(
+                RunRequest(
+                    language=Language.PYTHON,
+                    code=f"import os; open('mine', 'w').write('{i}'); print(os.listdir('.'), {i})",
+                )
+            )
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i in range(4):
+            assert results[i].stdout == f"['mine'] {i}\n"
+            assert [o.data.read() for o in results[i].outputs] == [str(i).encode()]
+            results[i].close()
+
+
+class TestLimits:
+    def test_infinite_loop_times_out_at_the_limit(self, sandbox: DockerSandbox) -> None:
+        started = time.monotonic()
+        result = execute(
+            sandbox, "print('started', flush=True)\nwhile True: pass\n", run_timeout_s=2
+        )
+        elapsed = time.monotonic() - started
+        assert result.timed_out and result.exit_code != 0
+        assert result.stdout == "started\n"
+        assert (
+            "rce: killed after exceeding the run time limit of 2 s (RCE_RUN_TIMEOUT_S)"
+            in result.stderr
+        )
+        assert 2 <= elapsed < 8, elapsed
+
+    def test_a_program_that_closes_its_output_still_times_out(self, sandbox: DockerSandbox) -> None:
+        code = "import os, time\nos.close(1)\nos.close(2)\ntime.sleep(60)\n"
+        started = time.monotonic()
+        result = execute(sandbox, code, run_timeout_s=2)
+        assert result.timed_out and time.monotonic() - started < 8
+
+    def test_background_processes_do_not_hold_the_run(self, sandbox: DockerSandbox) -> None:
+        code = "import subprocess\nsubprocess.Popen(['sleep', '60'])\nprint('done')\n"
+        started = time.monotonic()
+        result = execute(sandbox, code, run_timeout_s=20)
+        assert result.stdout == "done\n" and not result.timed_out
+        assert time.monotonic() - started < 8
+
+    def test_fork_bomb_is_stopped_by_the_pids_limit(self, sandbox: DockerSandbox) -> None:
+        # The bomb runs in the background while the script waits with builtins only.
+        code = (
+            "bomb() { bomb | bomb & }\nbomb\nwhile [ $SECONDS -lt 3 ]; do :; done\necho survived\n"
+        )
+        started = time.monotonic()
+        result = execute(sandbox, code, lang=Language.BASH, run_timeout_s=15)
+        assert time.monotonic() - started < 25
+        assert result.stdout == "survived\n" and not result.timed_out, result
+        assert "Resource temporarily unavailable" in result.stderr
+        follow_up = execute(sandbox, "print('alive')")
+        assert follow_up.stdout == "alive\n"
+
+    def test_fork_loop_hits_the_pids_limit(self, sandbox: DockerSandbox) -> None:
+        code = """
+import os, time
+children = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        children += 1
+except OSError as exc:
+    print('refused after', children, exc.strerror)
+"""
+        result = execute(sandbox, code, run_timeout_s=20)
+        assert result.stdout.startswith("refused after"), result
+        assert "Resource temporarily unavailable" in result.stdout
+        assert int(result.stdout.split()[2]) < 128
+
+    def test_memory_bomb_is_reported_as_out_of_memory(self, sandbox: DockerSandbox) -> None:
+        code = "chunks = []\nwhile True:\n    chunks.append(b'x' * (16 * 1024 * 1024))\n"
+        result = execute(sandbox, code, run_timeout_s=30)
+        assert result.oom_killed and not result.timed_out
+        assert result.exit_code == 137
+        assert "rce: killed: out of memory (limit 512 MiB, RCE_MEM_LIMIT)" in result.stderr
+
+    def test_huge_stdout_is_truncated_with_bounded_host_memory(
+        self, sandbox: DockerSandbox
+    ) -> None:
+        proc = psutil.Process()
+        baseline = proc.memory_info().rss
+        peak = baseline
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, proc.memory_info().rss)
+                time.sleep(0.01)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            code = "import sys\nline = 'x' * 999 + '\\n'\nfor _ in range(100_000): sys.stdout.write(line)\n"
+            result = execute(sandbox, code, run_timeout_s=60)
+        finally:
+            done.set()
+            sampler.join()
+        assert result.exit_code == 0 and result.stdout_truncated
+        marker = "[rce: output truncated at 1000000 bytes (RCE_MAX_OUTPUT_BYTES)]"
+        assert result.stdout.endswith(marker + "\n")
+        assert len(result.stdout) < 1_000_000 + 200
+        assert peak - baseline < 64 * MiB, (peak - baseline) / MiB
+
+    def test_filling_the_disk_hits_the_cap_and_a_later_run_is_clean(
+        self, sandbox_with: Callable[..., DockerSandbox]
+    ) -> None:
+        small = sandbox_with(workspace_bytes=16 * MiB)
+        code = """
+import errno
+try:
+    with open('fill.bin', 'wb') as fh:
+        for _ in range(100):
+            fh.write(b'x' * (1024 * 1024))
+except OSError as exc:
+    print('full', exc.errno == errno.ENOSPC)
+"""
+        result = execute(small, code, workspace_bytes=16 * MiB, max_file_bytes=1024)
+        assert result.stdout == "full True\n", result
+        assert [s.name for s in result.skipped] == ["fill.bin"]
+        later = execute(
+            small,
+            "import os; print(os.listdir('.')); open('ok', 'wb').write(b'y' * 1024 * 1024)",
+            workspace_bytes=16 * MiB,
+        )
+        assert later.stdout == "[]\n" and later.exit_code == 0
+        assert [o.size for o in later.outputs] == [MiB]
+        later.close()
+
+
+class TestIsolation:
+    def test_network_is_off(self, sandbox: DockerSandbox) -> None:
+        code = """
+import socket
+try:
+    socket.getaddrinfo('example.com', 80)
+    print('dns ok')
+except OSError as exc:
+    print('dns failed')
+try:
+    socket.create_connection(('1.1.1.1', 53), timeout=3).close()
+    print('tcp ok')
+except OSError as exc:
+    print('tcp failed')
+"""
+        result = execute(sandbox, code)
+        assert result.stdout == "dns failed\ntcp failed\n", result
+
+    def test_links_bring_back_no_content_from_outside(self, sandbox: DockerSandbox) -> None:
+        code = """
+import os
+os.symlink('/etc/passwd', 'leak')
+os.symlink('/etc', 'etcdir')
+try:
+    os.link('/etc/passwd', 'hard')
+    print('hard link made')
+except OSError as exc:
+    print('hard link refused')
+open('real.txt', 'w').write('mine')
+"""
+        result = execute(sandbox, code)
+        assert result.exit_code == 0, result.stderr
+        assert "hard link refused" in result.stdout
+        contents = {o.name: o.data.read() for o in result.outputs}
+        assert contents == {"real.txt": b"mine"}
+        reasons = {s.name: s.reason for s in result.skipped}
+        assert set(reasons) == {"leak", "etcdir"}
+        assert all("symbolic link" in r for r in reasons.values())
+        result.close()
+
+    def test_no_way_to_root(self, sandbox: DockerSandbox) -> None:
+        code = """
+import json, os, shutil
+status = dict(line.split(':\\t', 1) for line in open('/proc/self/status').read().splitlines() if ':\\t' in line)
+try:
+    os.setuid(0)
+    setuid = 'worked'
+except PermissionError:
+    setuid = 'refused'
+print(json.dumps({
+    'uid': os.getuid(), 'euid': os.geteuid(), 'setuid': setuid,
+    'sudo': shutil.which('sudo'), 'su_setuid': bool(os.stat('/bin/su').st_mode & 0o4000) if os.path.exists('/bin/su') else False,
+    'caps': {k: status[k].strip() for k in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb')},
+    'no_new_privs': status['NoNewPrivs'].strip(), 'seccomp': status['Seccomp'].strip(),
+    'docker_sock': [p for p in ('/var/run/docker.sock', '/run/docker.sock') if os.path.exists(p)],
+}))
+"""
+        result = execute(sandbox, code)
+        facts = json.loads(result.stdout)
+        assert facts["uid"] == facts["euid"] == 1000
+        assert facts["setuid"] == "refused"
+        assert facts["sudo"] is None and facts["su_setuid"] is False
+        assert set(facts["caps"].values()) == {"0000000000000000"}
+        assert facts["no_new_privs"] == "1"
+        assert facts["seccomp"] == "2"  # the engine's default profile is on
+        assert facts["docker_sock"] == []
+
+    def test_root_filesystem_is_read_only(self, sandbox: DockerSandbox) -> None:
+        code = """
+for path in ('/etc/x', '/usr/x', '/opt/rce/x', '/x'):
+    try:
+        open(path, 'w')
+        print(path, 'writable')
+    except OSError as exc:
+        print(path, 'refused')
+"""
+        result = execute(sandbox, code)
+        assert result.stdout.count("refused") == 4, result.stdout
+
+    def test_container_is_hardened_as_inspected_during_a_run(
+        self, sandbox: DockerSandbox, docker_client: docker.DockerClient
+    ) -> None:
+        seen: list[dict[str, Any]] = []
+        runner = threading.Thread(target=execute, args=(sandbox, "import time; time.sleep(4)"))
+        runner.start()
+        end = time.monotonic() + 10
+        while not seen and time.monotonic() < end:
+            for container in our_containers(docker_client):
+                if container.status == "running":
+                    seen.append(docker_client.api.inspect_container(container.name))
+            time.sleep(0.2)
+        runner.join()
+        assert seen, "no running sandbox found"
+        for info in seen:
+            host, config = info["HostConfig"], info["Config"]
+            assert info["Name"].startswith("/rce-sbx-")
+            assert host["ReadonlyRootfs"] is True
+            assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+            assert host["SecurityOpt"] == ["no-new-privileges"]
+            assert host["NetworkMode"] == "none"
+            assert host["PidsLimit"] == 128
+            assert host["Memory"] == host["MemorySwap"] == 512 * MiB
+            assert host["NanoCpus"] == 500_000_000
+            assert host["Init"] is True and host["Privileged"] is False
+            assert not host.get("Binds") and not host.get("Devices") and info["Mounts"] == []
+            assert set(host["Tmpfs"]) == {"/mnt/data", "/tmp"}
+            assert {u["Name"] for u in host["Ulimits"]} >= {"nofile", "fsize"}
+            assert config["User"] == "1000:1000"
+            labels = config["Labels"]
+            assert labels["org.rce.service"] == "rce"
+            assert int(labels["org.rce.deadline"]) > int(labels["org.rce.created-at"])
+
+    def test_orphan_processes_are_reaped(self, sandbox: DockerSandbox) -> None:
+        code = """
+import os, time
+for _ in range(20):
+    pid = os.fork()
+    if pid == 0:
+        if os.fork() == 0:
+            os._exit(0)
+        os._exit(0)
+    os.waitpid(pid, 0)
+time.sleep(1)
+zombies = 0
+for entry in os.listdir('/proc'):
+    if entry.isdigit():
+        try:
+            state = open(f'/proc/{entry}/stat').read().rsplit(')', 1)[1].split()[0]
+        except OSError:
+            continue
+        zombies += state == 'Z'
+print('zombies', zombies)
+"""
+        result = execute(sandbox, code)
+        assert result.stdout == "zombies 0\n", result
+
+
+class TestFailures:
+    def test_the_agent_dying_gives_an_error_result(self, sandbox: DockerSandbox) -> None:
+        code = "import os, signal, time\nprint('bye', flush=True)\nos.kill(-1, signal.SIGKILL)\ntime.sleep(30)\n"
+        started = time.monotonic()
+        result = execute(sandbox, code, run_timeout_s=20)
+        assert time.monotonic() - started < 15
+        assert result.exit_code != 0
+        assert "rce: the sandbox stopped before the program finished" in result.stderr
+
+    def test_a_container_killed_from_outside_gives_an_error_result(
+        self, sandbox: DockerSandbox, docker_client: docker.DockerClient
+    ) -> None:
+        exec_id = secrets.token_hex(6)
+
+        def killer() -> None:
+            end = time.monotonic() + 10
+            while time.monotonic() < end:
+                for container in our_containers(docker_client):
+                    if container.status == "running":
+                        top = docker_client.api.top(container.name)
+                        if any("main.py" in " ".join(p) for p in top["Processes"]):
+                            docker_client.api.kill(container.name)
+                            return
+                time.sleep(0.2)
+
+        thread = threading.Thread(target=killer)
+        thread.start()
+        started = time.monotonic()
+        result = execute(sandbox, "import time; time.sleep(30)", exec_id=exec_id, run_timeout_s=25)
+        thread.join()
+        assert time.monotonic() - started < 15
+        assert result.exit_code != 0 and not result.timed_out
+        assert "rce: the sandbox stopped" in result.stderr
+
+    def test_unsafe_input_names_are_refused_before_any_container(
+        self, sandbox: DockerSandbox
+    ) -> None:
+        started = sandbox.stats()["containers_started"]
+        for name in ("../x", "/etc/x", "a/../../b", "a//b", "./a", ""):
+            with pytest.raises(InvalidRequest):
+                sandbox.run(
+                    RunRequest(language=Language.PYTHON, code="", files=(input_file(name, b"x"),))
+                )
+        assert sandbox.stats()["containers_started"] == started
+
+
+class TestLifecycle:
+    def test_container_is_removed_after_a_run_and_after_a_timeout(
+        self, docker_client: docker.DockerClient, make_sandbox: Callable[..., DockerSandbox]
+    ) -> None:
+        box = make_sandbox()
+        for code, timeout in (("print(1)", 30.0), ("while True: pass", 1.0)):
+            exec_id = secrets.token_hex(6)
+            execute(box, code, exec_id=exec_id, run_timeout_s=timeout)
+            assert wait_until_gone(docker_client, 10, **{"org.rce.exec-id": exec_id}) == []
+
+    def test_pooled_container_is_removed_after_its_run(
+        self, docker_client: docker.DockerClient, make_sandbox: Callable[..., DockerSandbox]
+    ) -> None:
+        box = make_sandbox(pool_size=1, pool_limits=Limits())
+        assert box.wait_pool_ready(120)
+        warm = {c.name for c in our_containers(docker_client, **{"org.rce.pool": "1"})}
+        assert len(warm) == 1
+        assert execute(box, "print(1)").stdout == "1\n"
+        end = time.monotonic() + 10
+        while warm & {c.name for c in our_containers(docker_client)}:
+            assert time.monotonic() < end, "the used warm container was not removed"
+            time.sleep(0.2)
+        box.close()
+        assert wait_until_gone(docker_client, 10) == []
+
+    def test_reaper_removes_expired_labelled_containers_only(
+        self,
+        docker_client: docker.DockerClient,
+        sandbox_image: str,
+        run_labels: dict[str, str],
+        make_sandbox: Callable[..., DockerSandbox],
+    ) -> None:
+        now = int(time.time())
+
+        def start(name: str, labels: dict[str, str]) -> str:
+            docker_client.containers.run(
+                sandbox_image,
+                ["sleep", "60"],
+                name=name,
+                labels={**run_labels, **labels},
+                detach=True,
+                network_mode="none",
+            )
+            return name
+
+        ours = {"org.rce.service": "rce", "org.rce.created-at": str(now - 100)}
+        expired = start(
+            f"rce-sbx-{secrets.token_hex(8)}", {**ours, "org.rce.deadline": str(now - 10)}
+        )
+        alive = start(
+            f"rce-sbx-{secrets.token_hex(8)}", {**ours, "org.rce.deadline": str(now + 600)}
+        )
+        foreign = start(f"rce-sbx-{secrets.token_hex(8)}", {"org.rce.deadline": str(now - 10)})
+        try:
+            assert make_sandbox().reap() >= 1
+            names = {c.name for c in our_containers(docker_client)}
+            assert expired not in names
+            assert {alive, foreign} <= names
+        finally:
+            for name in (expired, alive, foreign):
+                try:
+                    docker_client.api.remove_container(name, force=True)
+                except docker.errors.NotFound:
+                    pass
+
+
+class TestEngineErrors:
+    def test_ping_passes_on_a_healthy_engine(
+        self, make_sandbox: Callable[..., DockerSandbox]
+    ) -> None:
+        make_sandbox().ping()
+
+    def test_missing_image_is_reported_with_the_fix(
+        self, make_sandbox: Callable[..., DockerSandbox]
+    ) -> None:
+        box = make_sandbox(image="rce-no-such-image:never")
+        with pytest.raises(SandboxImageMissing, match="images/build.sh"):
+            box.ping()
+        with pytest.raises(SandboxImageMissing, match="images/build.sh"):
+            box.run(RunRequest(language=Language.PYTHON, code="print(1)"))
+
+    def test_unreachable_engine_is_unavailable(self, tmp_path: Any) -> None:
+        box = DockerSandbox(
+            lambda: docker.DockerClient(base_url=f"unix://{tmp_path}/none.sock", version="1.41"),
+            image="custom-rce-kernel:latest",
+        )
+        try:
+            with pytest.raises(SandboxUnavailable):
+                box.ping()
+            with pytest.raises(SandboxUnavailable):
+                box.run(RunRequest(language=Language.PYTHON, code="print(1)"))
+        finally:
+            box.close()

@@ -1,0 +1,104 @@
+"""Docker fixtures: a real engine and the sandbox image (``docker`` marker), with leak checks.
+
+Every container a test starts carries ``org.rce.test-run=<RUN_ID>`` (``run_labels``;
+``make_sandbox`` adds it to every sandbox). When the session ends, no container
+with this label may be left: stragglers are removed and the session fails.
+
+The image is ``RCE_IMAGE_NAME`` (read when the plugin loads, before the tests'
+environment is cleaned) or ``custom-rce-kernel:latest``; build it with
+``images/build.sh``. Without an engine or the image, the tests are skipped locally
+and fail in CI (``tests.support.services.service_missing``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from runner.docker import DockerSandbox
+from tests.support.services import service_missing
+
+IMAGE = os.environ.get("RCE_IMAGE_NAME") or "custom-rce-kernel:latest"
+RUN_ID = secrets.token_hex(6)
+TEST_RUN_LABEL = "org.rce.test-run"
+RUN_LABELS = {TEST_RUN_LABEL: RUN_ID}
+
+
+def our_containers(client: docker.DockerClient, **labels: str) -> list[Any]:
+    """Containers (any state) of this test session, optionally with more labels."""
+    wanted = [f"{TEST_RUN_LABEL}={RUN_ID}", *(f"{k}={v}" for k, v in labels.items())]
+    return list(client.containers.list(all=True, filters={"label": wanted}))
+
+
+def wait_until_gone(
+    client: docker.DockerClient, timeout_s: float = 20.0, **labels: str
+) -> list[str]:
+    """Wait for this session's containers (with ``labels``) to disappear; names left."""
+    end = time.monotonic() + timeout_s
+    while True:
+        left = [c.name for c in our_containers(client, **labels)]
+        if not left or time.monotonic() > end:
+            return left
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A client of the real engine; at session end, checks nothing of ours is left."""
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:
+        service_missing(f"no Docker engine answers ({exc}); run scripts/ensure-docker.sh")
+    yield client
+    left = wait_until_gone(client)
+    for name in left:
+        try:
+            client.api.remove_container(name, force=True)
+        except docker.errors.APIError:
+            pass
+    client.close()
+    if left:
+        pytest.fail(f"containers left behind by the tests: {left}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_client: docker.DockerClient) -> str:
+    """The sandbox image name; it must exist on the engine."""
+    try:
+        docker_client.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        service_missing(f"sandbox image {IMAGE} is missing: build it with images/build.sh")
+    return IMAGE
+
+
+@pytest.fixture(scope="session")
+def run_labels() -> dict[str, str]:
+    """The label every container of this test session carries."""
+    return dict(RUN_LABELS)
+
+
+@pytest.fixture
+def make_sandbox(
+    docker_client: docker.DockerClient, sandbox_image: str, run_labels: dict[str, str]
+) -> Iterator[Callable[..., DockerSandbox]]:
+    """Build ``DockerSandbox``es on the test engine and image, labelled; closed after the test."""
+    made: list[DockerSandbox] = []
+
+    def make(**kwargs: Any) -> DockerSandbox:
+        kwargs.setdefault("image", sandbox_image)
+        kwargs.setdefault("labels", run_labels)
+        sandbox = DockerSandbox(docker_client, **kwargs)
+        made.append(sandbox)
+        return sandbox
+
+    yield make
+    for sandbox in made:
+        sandbox.close()

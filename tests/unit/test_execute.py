@@ -1,0 +1,170 @@
+"""The execute() use case, on fakes."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from core.errors import AccessDenied, FileNotFound, InvalidId, PayloadTooLarge
+from core.identity import Caller, Owner
+from core.ids import new_id
+from runner.base import Language, RunResult
+from runner.fake import FakeSandbox
+from runner.service import ExecPolicy, ExecRequest, FileRef, execute
+from storage.base import NewFile
+from storage.memory import InMemorySessionStore
+
+ALICE = Caller("key", "alice")
+BOB = Caller("key", "bob")
+
+
+@pytest.fixture(name="store")
+def _store() -> InMemorySessionStore:
+    return InMemorySessionStore()
+
+
+def put(
+    store: InMemorySessionStore, sid: str, name: str, data: bytes, owner: Caller = ALICE
+) -> str:
+    fid = new_id()
+    store.put(NewFile(sid, fid, name, owner.as_owner()), io.BytesIO(data))
+    return fid
+
+
+def run(
+    store: InMemorySessionStore,
+    sandbox: FakeSandbox,
+    request: ExecRequest,
+    caller: Caller = ALICE,
+    policy: ExecPolicy | None = None,
+):  # type: ignore[no-untyped-def]
+    return execute(request, caller, store=store, sandbox=sandbox, policy=policy or ExecPolicy())
+
+
+class TestExecute:
+    def test_new_exec_gets_a_new_session_and_stores_outputs(
+        self, store: InMemorySessionStore
+    ) -> None:
+        """Without session_id, outputs land in a fresh session owned by the caller."""
+        sandbox = FakeSandbox(RunResult("4\n", "", 0), outputs={"out/a.csv": b"x,y\n"})
+        outcome = run(store, sandbox, ExecRequest(Language.PYTHON, "print(2+2)"))
+        assert len(outcome.session_id) == 21
+        [f] = outcome.files
+        assert f.name == "out/a.csv"
+        meta = store.stat(outcome.session_id, f.file_id)
+        assert meta.owner == Owner("key", "alice")
+        assert store.objects[(outcome.session_id, f.file_id)][1] == b"x,y\n"
+
+    def test_restores_session_files_before_running(self, store: InMemorySessionStore) -> None:
+        """Files stored for the session are in the workspace before the code runs."""
+        sid = new_id()
+        put(store, sid, "data/in.csv", b"1,2\n")
+        sandbox = FakeSandbox()
+        run(store, sandbox, ExecRequest(Language.PYTHON, "x", session_id=sid))
+        assert sandbox.written_files == {"data/in.csv": b"1,2\n"}
+
+    def test_refs_are_restored_under_their_names(self, store: InMemorySessionStore) -> None:
+        """A files[] ref from another session appears at its requested name."""
+        other = new_id()
+        fid = put(store, other, "upload.csv", b"abc")
+        sandbox = FakeSandbox()
+        run(
+            store,
+            sandbox,
+            ExecRequest(Language.PYTHON, "x", files=(FileRef(fid, other, "renamed.csv"),)),
+        )
+        assert sandbox.written_files == {"renamed.csv": b"abc"}
+
+    def test_unchanged_outputs_upload_nothing(self, store: InMemorySessionStore) -> None:
+        """An output identical to the stored file is not uploaded again."""
+        sid = new_id()
+        fid = put(store, sid, "same.txt", b"same")
+        before = store.stat(sid, fid)
+        sandbox = FakeSandbox(outputs={"same.txt": b"same"})
+        outcome = run(store, sandbox, ExecRequest(Language.PYTHON, "x", session_id=sid))
+        assert outcome.files == []
+        assert store.stat(sid, fid) == before
+
+    def test_changed_file_keeps_its_id(self, store: InMemorySessionStore) -> None:
+        """A changed file of the session is replaced under the same id."""
+        sid = new_id()
+        fid = put(store, sid, "a.txt", b"old")
+        outcome = run(
+            store,
+            FakeSandbox(outputs={"a.txt": b"new"}),
+            ExecRequest(Language.PYTHON, "x", session_id=sid),
+        )
+        assert [f.file_id for f in outcome.files] == [fid]
+        assert store.objects[(sid, fid)][1] == b"new"
+
+    def test_deleted_inputs_are_reported_and_removed(self, store: InMemorySessionStore) -> None:
+        """A file deleted by the program is gone from its session and reported."""
+        sid = new_id()
+        fid = put(store, sid, "gone.txt", b"bye")
+        outcome = run(
+            store,
+            FakeSandbox(deleted=["gone.txt"]),
+            ExecRequest(Language.PYTHON, "x", session_id=sid),
+        )
+        assert outcome.deleted_files == ["gone.txt"]
+        with pytest.raises(FileNotFound):
+            store.stat(sid, fid)
+
+    def test_foreign_session_is_refused(self, store: InMemorySessionStore) -> None:
+        """Bob cannot continue Alice's session."""
+        sid = new_id()
+        put(store, sid, "secret.txt", b"s")
+        with pytest.raises(AccessDenied):
+            run(store, FakeSandbox(), ExecRequest(Language.PYTHON, "x", session_id=sid), caller=BOB)
+
+    def test_foreign_ref_is_refused(self, store: InMemorySessionStore) -> None:
+        """Bob cannot restore Alice's file by id."""
+        sid = new_id()
+        fid = put(store, sid, "secret.txt", b"s")
+        sandbox = FakeSandbox()
+        with pytest.raises(AccessDenied):
+            run(
+                store,
+                sandbox,
+                ExecRequest(Language.PYTHON, "x", files=(FileRef(fid, sid),)),
+                caller=BOB,
+            )
+        assert sandbox.ran == []
+
+    def test_bad_session_id(self, store: InMemorySessionStore) -> None:
+        """A session id of the wrong shape is a 400-class error."""
+        with pytest.raises(InvalidId):
+            run(store, FakeSandbox(), ExecRequest(Language.PYTHON, "x", session_id="../etc"))
+
+    def test_code_over_the_limit(self, store: InMemorySessionStore) -> None:
+        """Oversized code is refused before any sandbox starts."""
+        with pytest.raises(PayloadTooLarge):
+            run(
+                store,
+                FakeSandbox(),
+                ExecRequest(Language.PYTHON, "x" * 11),
+                policy=ExecPolicy(max_code_bytes=10),
+            )
+
+    def test_timeout_is_capped(self, store: InMemorySessionStore) -> None:
+        """A caller's timeout cannot exceed the server's maximum."""
+        sandbox = FakeSandbox()
+        run(
+            store,
+            sandbox,
+            ExecRequest(Language.PYTHON, "x", timeout_s=10_000),
+            policy=ExecPolicy(max_run_timeout_s=60),
+        )
+        assert sandbox.ran[0].limits.run_timeout_s == 60
+
+    def test_skipped_outputs_are_named_in_stderr(self, store: InMemorySessionStore) -> None:
+        """Outputs left out by a cap are named where the model will read them."""
+        from runner.base import SkippedFile
+
+        outcome = run(
+            store,
+            FakeSandbox(skipped=[SkippedFile("big.bin", "larger than 10 bytes")]),
+            ExecRequest(Language.PYTHON, "x"),
+        )
+        assert "big.bin" in outcome.run.stderr
