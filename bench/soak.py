@@ -22,6 +22,7 @@ import hashlib
 import os
 import random
 import secrets
+import signal
 import sys
 import tempfile
 import threading
@@ -52,6 +53,8 @@ from _common import (
     remove_tree,
     sha256_hex,
     summarize,
+    tag_image,
+    untag_image,
     write_json,
 )
 
@@ -300,8 +303,8 @@ def _failures(report: dict[str, Any]) -> list[str]:
     for key in ("leftover_containers", "leftover_temp_files", "leftover_store_temp_files"):
         if report.get(key):
             reasons.append(f"{key}: {report[key][:10]}")
-    if report.get("api_exit_code") not in (0, None):
-        reasons.append(f"the API exited with {report['api_exit_code']}")
+    if report.get("api_clean_exit") is False:
+        reasons.append(f"the API did not shut down cleanly (exit {report['api_exit_code']})")
     return reasons
 
 
@@ -329,29 +332,53 @@ def _report(stats: Stats, requests: int, args: argparse.Namespace) -> dict[str, 
     }
 
 
-def run_local(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Start the API, soak it, stop it, and look for leftovers."""
-    before = set(containers_with_label(SERVICE_LABEL))
-    api = LocalApi(workdir / "api", {"RCE_IMAGE_NAME": args.image, **_pool(args)})
-    api.start()
+def _clean_exit(code: int | None, log_tail: str) -> bool:
+    """uvicorn re-raises SIGTERM after a graceful shutdown, so -15 is clean too
+    when the log says the lifespan finished."""
+    if code == 0:
+        return True
+    return code == -signal.SIGTERM and "Application shutdown complete" in log_tail
+
+
+def _soak_api(api: LocalApi, args: argparse.Namespace) -> dict[str, Any]:
+    sampler = RssSampler(api.pid).start()
     try:
-        sampler = RssSampler(api.pid).start()
         stats, requests = soak(api.base_url, api.api_key, args)
         time.sleep(1.0)
         report = _report(stats, requests, args)
         report["rss_start"], report["rss_peak"] = sampler.start_rss, sampler.peak
         report["rss_end"] = sampler.read()
-        sampler.stop()
-        live_tmp = leftover_files(api.tmpdir)
     finally:
-        report_exit = api.stop()
-    report["api_exit_code"] = report_exit
-    report["pool_size"] = args.pool_size
-    report["leftover_temp_files"] = sorted(set(live_tmp) | set(leftover_files(api.tmpdir)))
-    report["leftover_store_temp_files"] = leftover_files(api.store_dir, ".tmp-*")
-    _containers(report, before, args)
-    if report["api_exit_code"] not in (0, None):
-        report["api_log_tail"] = api.log_tail()
+        sampler.stop()
+    report["temp_files_while_running"] = leftover_files(api.tmpdir)
+    return report
+
+
+def run_local(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Start the API (on an image name only it uses), soak it, stop it, and look for
+    leftovers."""
+    tag = f"{args.image.split(':')[0]}:{args.run_id}"
+    tag_image(args.image, tag)
+    try:
+        before = set(containers_with_label(SERVICE_LABEL))
+        api = LocalApi(workdir / "api", {"RCE_IMAGE_NAME": tag, **_pool(args)})
+        api.start()
+        try:
+            report = _soak_api(api, args)
+        finally:
+            code = api.stop()
+        tail = api.log_tail(200)
+        report["api_exit_code"], report["api_clean_exit"] = code, _clean_exit(code, tail)
+        if not report["api_clean_exit"]:
+            report["api_log_tail"] = tail[-4000:]
+        report["pool_size"] = args.pool_size
+        report["leftover_temp_files"] = sorted(
+            set(report.pop("temp_files_while_running")) | set(leftover_files(api.tmpdir))
+        )
+        report["leftover_store_temp_files"] = leftover_files(api.store_dir, ".tmp-*")
+        _containers(report, before, args, tag)
+    finally:
+        untag_image(tag)
     return report
 
 
@@ -368,7 +395,7 @@ def run_remote(args: argparse.Namespace) -> dict[str, Any]:
     if sampler:
         sampler.stop()
     report["leftover_temp_files"] = None
-    _containers(report, before, args)
+    _containers(report, before, args, None)
     return report
 
 

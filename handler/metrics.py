@@ -6,30 +6,24 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30, 60, 300)
 
 
-class _PoolCollector(Collector):
+class _SandboxCollector(Collector):
+    """Reads the sandbox's own counters (pool size, hits, misses, starts, failures)."""
+
     def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
         self._stats = stats
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        stats = self._stats()
-        for key in (
-            "pool_size",
-            "pool_target",
-            "pool_hits",
-            "pool_misses",
-            "containers_started",
-            "container_failures",
-        ):
-            if key in stats:
-                yield GaugeMetricFamily(
-                    f"rce_{key}", f"sandbox {key.replace('_', ' ')}", value=float(stats[key])
-                )
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        for key, value in sorted(self._stats().items()):
+            if key.startswith("pool_size") or key in ("pool_pending", "pool_target"):
+                yield GaugeMetricFamily(f"rce_{key}", f"warm pool: {key}", value=float(value))
+            else:
+                yield CounterMetricFamily(f"rce_{key}", f"sandbox: {key}", value=float(value))
 
 
 class Metrics:
@@ -62,11 +56,5 @@ class Metrics:
             ["error"],
             registry=self.registry,
         )
-        self.http_requests = Counter(
-            "rce_http_requests",
-            "HTTP answers by route and status",
-            ["route", "status"],
-            registry=self.registry,
-        )
         if sandbox_stats is not None:
-            self.registry.register(_PoolCollector(sandbox_stats))
+            self.registry.register(_SandboxCollector(sandbox_stats))

@@ -26,8 +26,9 @@ from core.errors import (
     StorageError,
 )
 from core.identity import Caller, FileKind
-from core.ids import check_id, is_valid_id, new_id
+from core.ids import check_id, is_valid_id
 from handler.auth import with_asserted_user
+from handler.logs import current_request_id
 from handler.schemas import ExecIn, ExecOut, UploadedOut, UploadOut, file_entry, object_info
 from handler.services import Services
 from runner.base import parse_language
@@ -315,7 +316,7 @@ def build_router() -> APIRouter:
     def exec_code(body: ExecIn, who: CallerDep, services: ServicesDep, request: Request) -> ExecOut:
         """Run code in a fresh sandbox. A failing program is a 200 with ``stderr``."""
         who = with_asserted_user(who, body.user_id)
-        return _run_exec(services, who, body, request.headers.get("x-request-id") or new_id())
+        return _run_exec(services, who, body, current_request_id())
 
     @router.post(
         "/upload", tags=router_tags, response_model=UploadOut, response_model_exclude_none=True

@@ -87,6 +87,11 @@ class SessionStore(Protocol):
     Errors: ``FileNotFound`` for a missing file, ``StorageUnavailable`` when the
     backend cannot be reached after bounded retries, ``StoragePermissionDenied``
     when it refuses our credentials. No third-party exception escapes.
+
+    Every store accepts the same inputs: session and file ids of 1 to 128
+    characters of ``[A-Za-z0-9_-]`` (else ``InvalidId``), names of 1 to 1024 bytes
+    of UTF-8 and a printable-ASCII content type (else ``InvalidRequest``).
+    All methods are safe to call from many threads at once.
     """
 
     def put(self, new: NewFile, data: BinaryIO) -> FileMeta:

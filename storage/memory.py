@@ -19,6 +19,10 @@ from storage._codec import as_utc, build_meta, check_key_part, check_new_file, u
 from storage.base import CHUNK_SIZE, FileMeta, NewFile, StoredObject
 
 
+def _not_found(session_id: str, file_id: str) -> FileNotFound:
+    return FileNotFound(f"no file {file_id} in session {session_id}")
+
+
 def _chunks(data: bytes) -> Iterator[bytes]:
     for start in range(0, len(data), CHUNK_SIZE):
         yield data[start : start + CHUNK_SIZE]
@@ -91,7 +95,3 @@ class InMemorySessionStore:
         if found is None:
             raise _not_found(session_id, file_id)
         return found
-
-
-def _not_found(session_id: str, file_id: str) -> FileNotFound:
-    return FileNotFound(f"no file {file_id} in session {session_id}")

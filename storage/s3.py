@@ -146,6 +146,13 @@ class S3SessionStore:
     credential chain (environment, profile, instance or task role). With
     ``endpoint_url`` it talks to MinIO, SeaweedFS or any S3-compatible server
     (path-style addressing).
+
+    Each request connects within ``connect_timeout_s``, waits at most
+    ``read_timeout_s`` for data and is tried ``max_attempts`` times in all
+    (botocore's "standard" retries, with jittered backoff), so a dead server is
+    reported in seconds. ``list`` HEADs up to ``head_workers`` objects at once;
+    ``expire`` deletes at most ``expire_limit`` objects per call. The store is
+    safe to share between threads.
     """
 
     def __init__(

@@ -427,8 +427,11 @@ for path in ('/etc/x', '/usr/x', '/opt/rce/x', '/x'):
         end = time.monotonic() + 10
         while not seen and time.monotonic() < end:
             for container in our_containers(docker_client):
-                if container.status == "running":
-                    seen.append(docker_client.api.inspect_container(container.name))
+                if container.state == "running":
+                    try:
+                        seen.append(docker_client.api.inspect_container(container.name))
+                    except docker.errors.NotFound:
+                        continue
             time.sleep(0.2)
         runner.join()
         assert seen, "no running sandbox found"
@@ -494,8 +497,11 @@ class TestFailures:
             end = time.monotonic() + 10
             while time.monotonic() < end:
                 for container in our_containers(docker_client):
-                    if container.status == "running":
-                        top = docker_client.api.top(container.name)
+                    if container.state == "running":
+                        try:
+                            top = docker_client.api.top(container.name)
+                        except docker.errors.APIError:
+                            continue
                         if any("main.py" in " ".join(p) for p in top["Processes"]):
                             docker_client.api.kill(container.name)
                             return

@@ -16,6 +16,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -31,10 +32,30 @@ TEST_RUN_LABEL = "org.rce.test-run"
 RUN_LABELS = {TEST_RUN_LABEL: RUN_ID}
 
 
-def our_containers(client: docker.DockerClient, **labels: str) -> list[Any]:
-    """Containers (any state) of this test session, optionally with more labels."""
+@dataclass(frozen=True)
+class Listed:
+    """One container as ``GET /containers/json`` lists it."""
+
+    name: str
+    state: str
+    labels: dict[str, str]
+
+
+def our_containers(client: docker.DockerClient, **labels: str) -> list[Listed]:
+    """Containers (any state) of this test session, optionally with more labels.
+
+    One list call, no inspect per container: containers removed meanwhile do not
+    make it fail.
+    """
     wanted = [f"{TEST_RUN_LABEL}={RUN_ID}", *(f"{k}={v}" for k, v in labels.items())]
-    return list(client.containers.list(all=True, filters={"label": wanted}))
+    return [
+        Listed(
+            name=(item.get("Names") or ["/?"])[0].lstrip("/"),
+            state=item.get("State", ""),
+            labels=item.get("Labels") or {},
+        )
+        for item in client.api.containers(all=True, filters={"label": wanted})
+    ]
 
 
 def wait_until_gone(
