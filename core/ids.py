@@ -19,7 +19,7 @@ def new_id() -> str:
 
 def is_valid_id(value: str) -> bool:
     """True when ``value`` has the shape of an id we issue."""
-    return bool(_ID_RE.match(value))
+    return bool(_ID_RE.fullmatch(value))
 
 
 def check_id(value: str, what: str = "id") -> str:

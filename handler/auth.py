@@ -10,8 +10,10 @@ Credentials, by ``RCE_AUTH_MODE``:
   (``packages/api/src/auth/codeapi.ts``): EdDSA or RS256, header ``{alg, typ, kid}``,
   claims ``iss aud sub iat nbf exp jti tenant_id role principal_source
   auth_context_hash``. The caller is ``Caller("jwt:" + tenant_id, sub)``.
-- ``both``: either of the above. Sending ``X-API-Key`` and ``Authorization`` together
-  is refused as ambiguous.
+- ``both``: either of the above. When a request carries ``X-API-Key`` and
+  ``Authorization`` together (LibreChat's provision service does, when a key is
+  configured and JWTs are on), ``Authorization`` is the credential that counts and
+  the key is ignored: a valid key never rescues an invalid token.
 - ``none``: no credentials are read; every request is ``Caller(KEY_TENANT, None)``.
   Only for a trusted network (current LibreChat without JWT sends no auth header).
 
@@ -226,10 +228,6 @@ def _presented(headers: Mapping[str, str], body_api_key: str | None, missing: st
     lowered = _lower_keys(headers)
     header_key = lowered.get("x-api-key", "").strip()
     authorization = lowered.get("authorization", "").strip()
-    if header_key and authorization:
-        raise AuthenticationFailed(
-            "ambiguous credentials: send X-API-Key or Authorization, not both"
-        )
     if authorization:
         return _Presented(bearer=_bearer(authorization))
     if header_key:

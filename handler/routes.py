@@ -311,8 +311,16 @@ def build_router() -> APIRouter:
         """Prometheus metrics."""
         return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @router.post("/exec", tags=router_tags, response_model=ExecOut)
-    @router.post("/run/exec", tags=router_tags, response_model=ExecOut, include_in_schema=False)
+    @router.post(
+        "/exec", tags=router_tags, response_model=ExecOut, response_model_exclude_none=True
+    )
+    @router.post(
+        "/run/exec",
+        tags=router_tags,
+        response_model=ExecOut,
+        include_in_schema=False,
+        response_model_exclude_none=True,
+    )
     def exec_code(body: ExecIn, who: CallerDep, services: ServicesDep, request: Request) -> ExecOut:
         """Run code in a fresh sandbox. A failing program is a 200 with ``stderr``."""
         who = with_asserted_user(who, body.user_id)

@@ -60,6 +60,7 @@ class ExecFileOut(BaseModel):
     storage_session_id: str
     session_id: str
     path: str
+    inherited: bool | None = None
 
 
 class SkippedOut(BaseModel):
@@ -104,6 +105,7 @@ class ExecOut(BaseModel):
                     storage_session_id=f.session_id,
                     session_id=f.session_id,
                     path=f"{WORKSPACE}/{f.name}",
+                    inherited=True if f.inherited else None,
                 )
                 for f in outcome.files
             ],
@@ -159,6 +161,8 @@ def file_entry(meta: FileMeta, detail: str) -> Any:
         return meta.object_name
     summary = {
         "name": meta.object_name,
+        "id": meta.file_id,
+        "fileId": meta.file_id,
         "size": meta.size,
         "lastModified": iso(meta.last_modified),
         "etag": meta.etag or meta.sha256,

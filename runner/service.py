@@ -65,6 +65,8 @@ class ExecFile:
     file_id: str
     name: str
     session_id: str
+    #: An input echoed back unchanged in the store (a read-only file the program changed).
+    inherited: bool = False
 
 
 @dataclass(slots=True)
@@ -119,7 +121,12 @@ def _limits_for(request: ExecRequest, policy: ExecPolicy) -> Limits:
 
 
 def _sync(
-    store: SessionStore, caller: Caller, session_id: str, own: list[FileMeta], run: RunResult
+    store: SessionStore,
+    caller: Caller,
+    session_id: str,
+    own: list[FileMeta],
+    inputs: dict[str, FileMeta],
+    run: RunResult,
 ) -> tuple[list[ExecFile], int]:
     plan = plan_sync(
         session_id,
@@ -127,9 +134,13 @@ def _sync(
         {o.name: o.sha256 for o in run.outputs},
         run.deleted,
         iter(new_id, None),
+        read_only={name for name, meta in inputs.items() if meta.read_only},
     )
     outputs = {o.name: o for o in run.outputs}
-    files: list[ExecFile] = []
+    files = [
+        ExecFile(inputs[name].file_id, name, inputs[name].session_id, inherited=True)
+        for name in plan.kept_read_only
+    ]
     synced = 0
     for upload in plan.uploads:
         out = outputs[upload.name]
@@ -199,7 +210,7 @@ def execute(
     run = sandbox.run(run_request)
     try:
         _note_skipped(run)
-        files, synced = _sync(store, caller, session_id, own, run)
+        files, synced = _sync(store, caller, session_id, own, inputs, run)
     finally:
         run.close()
     log.info(

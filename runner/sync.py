@@ -7,7 +7,7 @@ once the run is over. Both take plain data and return plain data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -47,6 +47,8 @@ class SyncPlan:
     unchanged: list[str] = field(default_factory=list)
     #: Input names the program deleted (reported as ``deleted_files``).
     deleted_names: list[str] = field(default_factory=list)
+    #: Read-only inputs the program changed: never stored, answered as the original.
+    kept_read_only: list[str] = field(default_factory=list)
 
 
 def plan_restore(
@@ -64,6 +66,7 @@ def plan_sync(
     outputs: Mapping[str, str],
     deleted: Iterable[str],
     new_id: Iterable[str],
+    read_only: Collection[str] = frozenset(),
 ) -> SyncPlan:
     """Decide the store writes for one finished run.
 
@@ -72,11 +75,15 @@ def plan_sync(
     after the run; ``new_id``: a supply of fresh file ids. A changed file keeps its
     id; an output identical to the stored one uploads nothing; a deleted file is
     removed only from the exec's own session, never from another session it was
-    restored from.
+    restored from. ``read_only`` inputs are never overwritten nor deleted: a changed
+    one is answered as the original file (LibreChat's ``inherited`` ref).
     """
     ids = iter(new_id)
     plan = SyncPlan()
     for name in sorted(outputs):
+        if name in read_only:
+            plan.kept_read_only.append(name)
+            continue
         existing = session_files.get(name)
         if existing is not None and existing.session_id == session_id:
             if existing.sha256 == outputs[name]:
@@ -88,6 +95,8 @@ def plan_sync(
     for name in sorted(set(deleted)):
         plan.deleted_names.append(name)
         existing = session_files.get(name)
+        if name in read_only:
+            continue
         if existing is not None and existing.session_id == session_id and name not in outputs:
             plan.deletes.append(Delete(name, existing.file_id))
     return plan

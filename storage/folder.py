@@ -80,10 +80,6 @@ def _mkstemp(directory: Path) -> tuple[int, str]:
 def _write_file(directory: Path, target: Path, chunks: Iterable[bytes]) -> None:
     """Write ``chunks`` to a temp file in ``directory``, fsync it, rename it to ``target``."""
     fd, temp = _mkstemp(directory)
-    os.close(fd)
-    os.unlink(temp)
-    temp = str(target)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         with os.fdopen(fd, "wb") as handle:
             for chunk in chunks:

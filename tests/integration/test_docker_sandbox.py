@@ -494,17 +494,19 @@ class TestFailures:
         exec_id = secrets.token_hex(6)
 
         def killer() -> None:
+            # The container running the job has init, the agent and the program; an
+            # idle warm one only init and the agent.
             end = time.monotonic() + 10
             while time.monotonic() < end:
                 for container in our_containers(docker_client):
-                    if container.state == "running":
-                        try:
-                            top = docker_client.api.top(container.name)
-                        except docker.errors.APIError:
-                            continue
-                        if any("main.py" in " ".join(p) for p in top["Processes"]):
+                    if container.state != "running":
+                        continue
+                    try:
+                        if len(docker_client.api.top(container.name)["Processes"]) >= 3:
                             docker_client.api.kill(container.name)
                             return
+                    except docker.errors.APIError:
+                        continue
                 time.sleep(0.2)
 
         thread = threading.Thread(target=killer)
@@ -539,19 +541,23 @@ class TestLifecycle:
             assert wait_until_gone(docker_client, 10, **{"org.rce.exec-id": exec_id}) == []
 
     def test_pooled_container_is_removed_after_its_run(
-        self, docker_client: docker.DockerClient, make_sandbox: Callable[..., DockerSandbox]
+        self,
+        docker_client: docker.DockerClient,
+        make_sandbox: Callable[..., DockerSandbox],
+        run_labels: dict[str, str],
     ) -> None:
-        box = make_sandbox(pool_size=1, pool_limits=Limits())
+        case = {"org.rce.test-case": secrets.token_hex(6)}
+        box = make_sandbox(pool_size=1, pool_limits=Limits(), labels={**run_labels, **case})
         assert box.wait_pool_ready(120)
-        warm = {c.name for c in our_containers(docker_client, **{"org.rce.pool": "1"})}
+        warm = {c.name for c in our_containers(docker_client, **case)}
         assert len(warm) == 1
         assert execute(box, "print(1)").stdout == "1\n"
         end = time.monotonic() + 10
-        while warm & {c.name for c in our_containers(docker_client)}:
+        while warm & {c.name for c in our_containers(docker_client, **case)}:
             assert time.monotonic() < end, "the used warm container was not removed"
             time.sleep(0.2)
         box.close()
-        assert wait_until_gone(docker_client, 10) == []
+        assert wait_until_gone(docker_client, 10, **case) == []
 
     def test_reaper_removes_expired_labelled_containers_only(
         self,

@@ -136,9 +136,12 @@ class TestApiKeyMode:
         """Even a genuine token is refused when only keys are accepted."""
         rejects(key_auth(jwt_public_key=signer.public_pem()), bearer(signer.mint()), "API key")
 
-    def test_ambiguous_headers(self) -> None:
-        """X-API-Key together with Authorization is refused, as the reference server does."""
-        rejects(key_auth(), {"X-API-Key": KEY, **bearer(KEY)}, "ambiguous credentials")
+    def test_authorization_counts_when_both_are_sent(self) -> None:
+        """With X-API-Key and Authorization together, Authorization decides."""
+        assert key_auth().authenticate({"X-API-Key": "wrong", **bearer(KEY)}) == Caller(
+            KEY_TENANT, None
+        )
+        rejects(key_auth(), {"X-API-Key": KEY, **bearer("wrong")}, "invalid API key")
 
     @pytest.mark.parametrize("value", [f"Basic {KEY}", KEY, "Bearer", "Bearer   "])
     def test_other_authorization_schemes(self, value: str) -> None:
@@ -485,7 +488,10 @@ class TestBothMode:
         rejects(both, {}, "missing credentials: send X-API-Key or Authorization: Bearer")
 
     def test_key_and_token_together(self, both: Authenticator, signer: Signer) -> None:
-        rejects(both, {"X-API-Key": KEY, **bearer(signer.mint())}, "ambiguous")
+        """LibreChat's provision service sends both: the token's identity wins."""
+        headers = {"X-API-Key": KEY, **bearer(signer.mint())}
+        assert both.authenticate(headers) == Caller("jwt:legacy", "user-1")
+        rejects(both, {"X-API-Key": KEY, **bearer(tokens.expired(signer))}, "token expired")
 
 
 class TestNoneMode:

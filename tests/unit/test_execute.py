@@ -168,3 +168,21 @@ class TestExecute:
             ExecRequest(Language.PYTHON, "x"),
         )
         assert "big.bin" in outcome.run.stderr
+
+
+def test_changed_read_only_file_comes_back_as_the_original(store: InMemorySessionStore) -> None:
+    """LibreChat expects a changed read-only (skill) file as the original ref, inherited."""
+    other = new_id()
+    fid = new_id()
+    store.put(
+        NewFile(other, fid, "skills/SKILL.md", ALICE.as_owner(), read_only=True),
+        io.BytesIO(b"orig"),
+    )
+    outcome = run(
+        store,
+        FakeSandbox(outputs={"skills/SKILL.md": b"changed"}),
+        ExecRequest(Language.BASH, "x", files=(FileRef(fid, other),)),
+    )
+    [f] = outcome.files
+    assert (f.file_id, f.session_id, f.inherited) == (fid, other, True)
+    assert store.objects[(other, fid)][1] == b"orig"

@@ -43,3 +43,11 @@ def test_refused_names(raw: str, reason: str) -> None:
     """Escapes, control and bidi characters and over-long names are refused."""
     with pytest.raises(InvalidRequest, match=reason):
         normalize_name(raw)
+
+
+def test_ids_refuse_a_trailing_newline() -> None:
+    """An id with a trailing newline is not an id."""
+    from core.ids import is_valid_id, new_id
+
+    value = new_id()
+    assert is_valid_id(value) and not is_valid_id(value + "\n")

@@ -58,3 +58,17 @@ class TestPlanRestore:
         session = {"a": StoredRef(SID, "1", "x"), "b": StoredRef(SID, "2", "y")}
         refs = {"a": StoredRef(OTHER, "3", "z")}
         assert plan_restore(session, refs) == {"a": refs["a"], "b": session["b"]}
+
+
+class TestReadOnly:
+    def test_changed_read_only_input_is_kept(self) -> None:
+        """A read-only input the program changed is neither stored nor replaced."""
+        own = {"skill.md": StoredRef(SID, "fs", "orig")}
+        plan = plan_sync(SID, own, {"skill.md": "changed"}, [], ids(), read_only={"skill.md"})
+        assert plan.uploads == [] and plan.kept_read_only == ["skill.md"]
+
+    def test_deleted_read_only_input_stays_stored(self) -> None:
+        """Deleting a read-only input in the sandbox does not delete it from the store."""
+        own = {"skill.md": StoredRef(SID, "fs", "orig")}
+        plan = plan_sync(SID, own, {}, ["skill.md"], ids(), read_only={"skill.md"})
+        assert plan.deletes == [] and plan.deleted_names == ["skill.md"]
