@@ -122,6 +122,30 @@ def docker_server_version() -> str:
     return out.stdout.strip()
 
 
+def source_revision() -> str:
+    """``git rev-parse --short HEAD`` of the checkout, ``+dirty`` with local changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def machine_info() -> dict[str, Any]:
     """nproc, memory, kernel, CPU model, Docker version, Python version."""
     return {
@@ -131,6 +155,7 @@ def machine_info() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "docker": docker_server_version(),
         "python": platform.python_version(),
+        "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -390,6 +415,14 @@ def free_port() -> int:
         return port
 
 
+_SETTINGS_CODE = (
+    "import json; from handler.settings import Settings; s = Settings(); "
+    "print(json.dumps({k: getattr(s, k) for k in ('pool_size', 'storage', 'image_name', "
+    "'mem_limit', 'cpu_limit', 'workspace_size', 'max_file_bytes', 'max_upload_bytes', "
+    "'runtime', 'log_level', 'run_timeout_s')}))"
+)
+
+
 @dataclass
 class LocalApi:
     """The API as a subprocess on a free loopback port, with a folder store and a
@@ -440,6 +473,22 @@ class LocalApi:
             }
         )
         return env
+
+    def effective_settings(self) -> dict[str, Any]:
+        """The settings the API runs with, as the service's own ``Settings`` reads them."""
+        out = subprocess.run(
+            [sys.executable, "-c", _SETTINGS_CODE],
+            env=self.environment(),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if out.returncode != 0:
+            return {"settings_error": out.stderr.strip()[-300:]}
+        settings: dict[str, Any] = json.loads(out.stdout)
+        return settings
 
     def start(self, ready_timeout_s: float = 90.0) -> None:
         """Start uvicorn and wait until ``/health`` answers."""

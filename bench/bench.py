@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,6 +47,7 @@ from _common import (
     output_file,
     remove_containers,
     remove_tree,
+    source_revision,
     summarize,
     write_json,
 )
@@ -602,6 +601,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--big-iterations", type=int, default=2, help="100 MiB round trips")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations per side")
+    p.add_argument(
+        "--settle-seconds", type=float, default=5.0, help="idle time after start-up, untimed"
+    )
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--conc-seconds", type=float, default=20.0)
     p.add_argument(
@@ -629,28 +631,6 @@ def _local_settings(args: argparse.Namespace) -> dict[str, str]:
     return settings
 
 
-def effective_settings(api: LocalApi) -> dict[str, Any]:
-    """The settings the local API runs with, as its own ``Settings`` class reads them."""
-    code = (
-        "import json; from handler.settings import Settings; s = Settings(); "
-        "print(json.dumps({k: getattr(s, k) for k in ('pool_size', 'storage', 'image_name', "
-        "'mem_limit', 'cpu_limit', 'workspace_size', 'max_file_bytes', 'max_upload_bytes', "
-        "'runtime', 'log_level', 'run_timeout_s')}))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=api.environment(),
-        cwd=str(Path(__file__).resolve().parent.parent),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0:
-        return {"error": out.stderr.strip()[-300:]}
-    settings: dict[str, Any] = json.loads(out.stdout)
-    return settings
-
-
 def _selected(args: argparse.Namespace, name: str) -> bool:
     return not args.only or name in {s.strip() for s in args.only.split(",")}
 
@@ -664,6 +644,8 @@ def run(
     server: dict[str, Any],
 ) -> dict[str, Any]:
     """Run every selected workload; the report."""
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    time.sleep(args.settle_seconds)  # let a warm pool fill before anything is timed
     sampler = RssSampler(pid).start() if pid else None
     clients = [RceClient(base_url, api_key) for _ in range(max(1, args.concurrency))]
     bench = Bench(clients[0], args, workdir, sampler)
@@ -687,8 +669,10 @@ def run(
     }
     if sampler:
         sampler.stop()
+    machine = machine_info()
+    machine["load_avg_after_run"] = machine.pop("load_avg_1_5_15")
     report: dict[str, Any] = {
-        "machine": machine_info(),
+        "machine": {**machine, "load_avg_before_run": load_before},
         "server": server,
         "workloads": bench.results,
         "rss": rss,
@@ -715,7 +699,8 @@ def main(argv: list[str] | None = None) -> int:
                 server = {
                     "base_url": api.base_url,
                     "started_by_bench": True,
-                    **effective_settings(api),
+                    "revision": source_revision(),
+                    **api.effective_settings(),
                 }
                 report = run(args, api.base_url, api.api_key, api.pid, workdir, server)
     finally:

@@ -52,6 +52,7 @@ from _common import (
     output_file,
     remove_tree,
     sha256_hex,
+    source_revision,
     summarize,
     tag_image,
     untag_image,
@@ -329,6 +330,7 @@ def _report(stats: Stats, requests: int, args: argparse.Namespace) -> dict[str, 
         "http_5xx": stats.errors.get("http_5xx", 0),
         "wrong_answers": stats.errors.get("wrong_answer", 0),
         "machine": machine_info(),
+        "revision": source_revision(),
     }
 
 
@@ -371,7 +373,7 @@ def run_local(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         report["api_exit_code"], report["api_clean_exit"] = code, _clean_exit(code, tail)
         if not report["api_clean_exit"]:
             report["api_log_tail"] = tail[-4000:]
-        report["pool_size"] = args.pool_size
+        report["server"] = api.effective_settings()
         report["leftover_temp_files"] = sorted(
             set(report.pop("temp_files_while_running")) | set(leftover_files(api.tmpdir))
         )

@@ -83,10 +83,22 @@ class AttachedStream:
         self.got_reply = True
         return data
 
-    def poll_closed(self) -> bool:
-        """True if the container already sent something (or hung up) unasked."""
-        readable, _, _ = select.select([self.sock], [], [], 0)
-        return bool(readable)
+    def idle_and_alive(self) -> bool:
+        """For a waiting container: True unless it hung up or wrote to stdout unasked.
+
+        Pending stderr frames (the agent's diagnostics) are consumed on the way.
+        """
+        saved = self.first_byte_deadline
+        try:
+            while select.select([self.sock], [], [], 0)[0]:
+                self.first_byte_deadline = time.monotonic() + 0.5
+                if self._frame_left or not self._next_frame() or self._frame_left:
+                    return False
+            return True
+        except (OSError, StreamTimeout):
+            return False
+        finally:
+            self.first_byte_deadline = saved
 
     def _next_frame(self) -> bool:
         head = self._recv_exact(_DOCKER_FRAME.size)

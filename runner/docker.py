@@ -84,6 +84,13 @@ def _engine(action: str, image: str) -> Iterator[None]:
         ) from exc
 
 
+def _already_gone(exc: SandboxError) -> bool:
+    """A removal that failed because the container is gone or going."""
+    cause = exc.__cause__
+    status = getattr(cause, "status_code", None)
+    return status == 404 or (status == 409 and "already in progress" in exc.message)
+
+
 @dataclass(eq=False)
 class _Container:
     """A created, attached and started sandbox container."""
@@ -140,7 +147,7 @@ class DockerSandbox:
                 create=self._create_pooled,
                 destroy=self._discard,
                 max_idle_s=pool_max_idle_s,
-                healthy=lambda c: not c.stream.poll_closed(),
+                healthy=lambda c: c.stream.idle_and_alive(),
             )
             if pool_limits is not None:
                 self._pool.start(self._key(pool_limits))
@@ -212,7 +219,8 @@ class DockerSandbox:
                     api.remove_container(name, force=True)
                 removed += 1
             except SandboxError as exc:
-                log.warning("reaper: could not remove %s: %s", name, exc.message)
+                if not _already_gone(exc):
+                    log.warning("reaper: could not remove %s: %s", name, exc.message)
         return removed
 
     def close(self) -> None:
@@ -363,7 +371,7 @@ class DockerSandbox:
             with _engine("remove the sandbox container", self.image):
                 self._api().remove_container(name, force=True)
         except SandboxError as exc:
-            if "No such container" not in exc.message:
+            if not _already_gone(exc):
                 log.warning("could not remove %s (the reaper will): %s", name, exc.message)
 
     # -------------------------------------------------------------- exchange

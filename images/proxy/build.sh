@@ -38,7 +38,7 @@ start=$(date +%s)
 
 if [ "$MODE" = registry ]; then
   echo "==> building $IMAGE from images/proxy/Dockerfile (registry)" >&2
-  docker build -f images/proxy/Dockerfile --build-arg "RECIPE_HASH=$RECIPE_HASH" -t "$IMAGE" .
+  docker build --build-arg "RECIPE_HASH=$RECIPE_HASH" -t "$IMAGE" images/proxy
 else
   if ! docker image inspect "$ROOTFS_IMAGE" >/dev/null 2>&1; then
     command -v debootstrap >/dev/null 2>&1 || {
@@ -59,8 +59,12 @@ else
     tar --numeric-owner -C "$rootfs" -c . | docker import -c 'CMD ["/bin/bash"]' - "$ROOTFS_IMAGE" >/dev/null
     rm -rf "$rootfs"; trap - EXIT
   fi
+  # A context of just the two files keeps the build from sending the whole repository.
+  context="$(mktemp -d /var/tmp/rce-proxy-context.XXXXXX)"
+  trap 'rm -rf "$context"' EXIT
+  cp images/proxy/Dockerfile.offline images/proxy/haproxy.cfg images/proxy/policy.lua "$context/"
   echo "==> building $IMAGE from images/proxy/Dockerfile.offline over $ROOTFS_IMAGE" >&2
-  DOCKER_BUILDKIT=0 docker build -q -f images/proxy/Dockerfile.offline \
-    --build-arg "ROOTFS=$ROOTFS_IMAGE" --build-arg "RECIPE_HASH=$RECIPE_HASH" -t "$IMAGE" . >/dev/null
+  DOCKER_BUILDKIT=0 docker build -q -f "$context/Dockerfile.offline" \
+    --build-arg "ROOTFS=$ROOTFS_IMAGE" --build-arg "RECIPE_HASH=$RECIPE_HASH" -t "$IMAGE" "$context" >/dev/null
 fi
 echo "==> built $IMAGE (recipe $RECIPE_HASH) in $(( $(date +%s) - start )) s" >&2

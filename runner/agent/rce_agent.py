@@ -267,8 +267,12 @@ def _child_setup(out_w, err_w):
         pass
 
 
-def spawn(argv, env, preloaded_python):
-    """Fork the program; return (pid, stdout read fd, stderr read fd)."""
+def spawn(argv, env, in_process):
+    """Fork the program; return (pid, stdout read fd, stderr read fd).
+
+    ``argv[0]`` is looked up on PATH and exec'ed, except with ``in_process`` (a
+    preloaded agent running Python): the child then runs ``argv[1]`` itself.
+    """
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     sys.stdout.flush()
@@ -277,21 +281,16 @@ def spawn(argv, env, preloaded_python):
     if pid == 0:
         try:
             _child_setup(out_w, err_w)
-        except BaseException:
-            os._exit(127)
-        if preloaded_python:
-            try:
-                run_preloaded(argv[1], argv[2:], env)
-            except BaseException as exc:
-                os.write(2, f"rce: cannot start python: {exc!r}\n".encode())
-            os._exit(127)
-        try:
+            if in_process:
+                run_preloaded(argv[1], argv[2:], env)  # never returns
             for sig in (signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(sig, signal.SIG_DFL)
-            os.execve(sys.executable, argv, env)
-        except OSError as exc:
-            os.write(2, f"rce: cannot start {argv[0]}: {exc.strerror}\n".encode())
-        os._exit(127)
+            os.execvpe(argv[0], argv, env)
+        except BaseException as exc:
+            try:
+                os.write(2, f"rce: cannot start {argv[0]}: {exc!r}\n".encode())
+            finally:
+                os._exit(127)
     os.close(out_w)
     os.close(err_w)
     return pid, out_r, err_r
@@ -406,6 +405,22 @@ def _send_file(fd, name, size):
         remaining -= len(chunk)
 
 
+def open_nofollow(name, flags, dir_fd, mode_bits):
+    """``os.open`` without following a link; a mode the program removed is restored.
+
+    The agent owns every file of the workspace and no program runs any more when
+    it collects, so giving back read (and search) permission is safe.
+    """
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except PermissionError:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            raise
+        os.chmod(name, stat.S_IMODE(st.st_mode) | mode_bits, dir_fd=dir_fd)
+        return os.open(name, flags | os.O_NOFOLLOW, dir_fd=dir_fd)
+
+
 def open_dir(prefix):
     """A directory fd for ``prefix`` under the workspace, never following a link."""
     fd = os.open(WORKDIR, os.O_RDONLY | os.O_DIRECTORY)
@@ -413,7 +428,7 @@ def open_dir(prefix):
         if not part:
             continue
         try:
-            sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            sub = open_nofollow(part, os.O_RDONLY | os.O_DIRECTORY, fd, 0o500)
         finally:
             os.close(fd)
         fd = sub
@@ -496,7 +511,7 @@ class Collector:
         return None
 
     def visit_file(self, dir_fd, name, rel):
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        fd = open_nofollow(name, os.O_RDONLY | os.O_NONBLOCK, dir_fd, 0o400)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -649,7 +664,7 @@ def _finalize_and_exit(status, main_namespace, by_sigint):
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
-            if stream is not None:
+            if stream is not None and not stream.closed:
                 stream.flush()
         except Exception:
             status = 120
@@ -660,7 +675,7 @@ def _finalize_and_exit(status, main_namespace, by_sigint):
         pass
     for stream in (sys.stdout, sys.stderr):
         try:
-            if stream is not None:
+            if stream is not None and not stream.closed:
                 stream.flush()
         except Exception:
             pass
@@ -668,6 +683,18 @@ def _finalize_and_exit(status, main_namespace, by_sigint):
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     os._exit(status)
+
+
+def _offset_recursion_limit():
+    """Give the program the stack depth it has cold: the agent's frames sit below it.
+
+    (``sys.getrecursionlimit()`` therefore reads a few more than a cold run's.)
+    """
+    depth, frame = 0, sys._getframe(1)
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back
+    sys.setrecursionlimit(sys.getrecursionlimit() + depth + 1)
 
 
 def run_preloaded(path, args, env):
@@ -679,6 +706,7 @@ def run_preloaded(path, args, env):
     """
     _reset_interpreter(path, args, env)
     module = _main_module(path)
+    _offset_recursion_limit()
     status, by_sigint = 0, False
     try:
         with open(path, "rb") as fh:
@@ -748,10 +776,7 @@ def run_job(job, preloaded):
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     oom_before = oom_kills()
     started = time.monotonic()
-    if lang == "py":
-        pid, out_r, err_r = spawn(argv, env, preloaded)
-    else:
-        pid, out_r, err_r = spawn_bash(argv, env)
+    pid, out_r, err_r = spawn(argv, env, preloaded and lang == "py")
     status, timed_out, out, err = supervise(pid, out_r, err_r, timeout_s, cap)
     duration = time.monotonic() - started
     exit_code = exit_code_of(status)
@@ -786,27 +811,6 @@ def run_job(job, preloaded):
             "duration_s": duration,
         },
     )
-
-
-def spawn_bash(argv, env):
-    """Bash runs the same way in cold and preloaded agents: fork and exec."""
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            _child_setup(out_w, err_w)
-            for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-                signal.signal(sig, signal.SIG_DFL)
-            os.execvpe("bash", argv, env)
-        except OSError as exc:
-            os.write(2, f"rce: cannot start bash: {exc.strerror}\n".encode())
-        except BaseException:
-            pass
-        os._exit(127)
-    os.close(out_w)
-    os.close(err_w)
-    return pid, out_r, err_r
 
 
 def main():

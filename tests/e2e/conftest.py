@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -135,7 +136,7 @@ class EngineForwarder:
                 continue
             with self._lock:
                 self._conns.update((client, upstream))
-            done = threading.Barrier(2, action=lambda c=client, u=upstream: self._close(c, u))
+            done = threading.Barrier(2, action=functools.partial(self._close, client, upstream))
             for src, dst, record in ((client, upstream, True), (upstream, client, False)):
                 threading.Thread(
                     target=self._pump, args=(src, dst, record, done), daemon=True
@@ -202,22 +203,36 @@ def force_remove(client: docker.DockerClient, names: list[str]) -> None:
             client.api.remove_container(name, force=True)
 
 
-@pytest.fixture
-def engine(
-    docker_client: docker.DockerClient, sandbox_image: str
-) -> Iterator[EngineForwarder]:
+@contextlib.contextmanager
+def forwarded_engine(client: docker.DockerClient) -> Iterator[EngineForwarder]:
     """A started forwarder to the real engine. At the end, every sandbox created
-    through it must be gone (stragglers are removed and the test errors)."""
+    through it must be gone (stragglers are removed, then reported)."""
     forwarder = EngineForwarder(engine_socket())
     forwarder.start()
     try:
         yield forwarder
     finally:
         forwarder.start()  # a test may end with the engine "down"
-        left = wait_gone(docker_client, list(forwarder.created))
-        force_remove(docker_client, left)
+        left = wait_gone(client, list(forwarder.created))
+        force_remove(client, left)
         forwarder.close()
     assert not left, f"sandbox containers left behind: {left}"
+
+
+@pytest.fixture
+def engine(docker_client: docker.DockerClient, sandbox_image: str) -> Iterator[EngineForwarder]:
+    """The engine behind a forwarder, for one test (see ``forwarded_engine``)."""
+    with forwarded_engine(docker_client) as forwarder:
+        yield forwarder
+
+
+@pytest.fixture(scope="module")
+def module_engine(
+    docker_client: docker.DockerClient, sandbox_image: str
+) -> Iterator[EngineForwarder]:
+    """The engine behind a forwarder, shared by a module's tests."""
+    with forwarded_engine(docker_client) as forwarder:
+        yield forwarder
 
 
 # --- the HTTP client ------------------------------------------------------------------
@@ -293,7 +308,7 @@ def assert_error_shape(response: httpx.Response, status: int | None = None) -> d
     if status is not None:
         assert response.status_code == status, f"{where}: {response.status_code} {response.text}"
     body: dict[str, Any] = response.json()
-    assert ERROR_KEYS <= set(body), f"{where}: error body lacks {ERROR_KEYS - set(body)}: {body}"
+    assert set(body) >= ERROR_KEYS, f"{where}: error body lacks {ERROR_KEYS - set(body)}: {body}"
     assert body["status"] == response.status_code, f"{where}: {body}"
     assert isinstance(body["message"], str) and body["message"], f"{where}: {body}"
     return body

@@ -89,7 +89,9 @@ def _ids(files: tuple[str, ...]) -> str:
 class TestEveryCombination:
     """Properties of each merged stack."""
 
-    def test_is_valid_with_the_example_settings(self, files: tuple[str, ...], tmp_path: Path) -> None:
+    def test_is_valid_with_the_example_settings(
+        self, files: tuple[str, ...], tmp_path: Path
+    ) -> None:
         """``docker-compose config`` accepts the files with the example env."""
         assert _merged(files, tmp_path)["services"]
 

@@ -35,7 +35,7 @@ def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        value = loader.construct_mapping(node, deep=True)
     return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
 
 
@@ -44,7 +44,7 @@ _CfnLoader.add_multi_constructor("!", _tag)
 
 @pytest.fixture(name="template", scope="module")
 def _template() -> dict[str, Any]:
-    loaded = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    loaded = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
     assert isinstance(loaded, dict)
     return loaded
 
@@ -57,13 +57,13 @@ def _resource(template: dict[str, Any], type_: str) -> dict[str, Any]:
 
 def test_cfn_lint_passes() -> None:
     """``cfn-lint`` finds no error and no warning in the template."""
-    cfn_lint = shutil.which("cfn-lint") or shutil.which("cfn-lint", path=str(Path(sys.executable).parent))
+    cfn_lint = shutil.which("cfn-lint") or shutil.which(
+        "cfn-lint", path=str(Path(sys.executable).parent)
+    )
     if cfn_lint is None:
         service_missing("cfn-lint is not installed (it is a dev dependency: uv sync)")
     assert cfn_lint is not None
-    result = subprocess.run(
-        [cfn_lint, str(TEMPLATE)], capture_output=True, text=True, timeout=300
-    )
+    result = subprocess.run([cfn_lint, str(TEMPLATE)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -101,10 +101,10 @@ class TestTemplate:
         role = _resource(template, "AWS::IAM::Role")
         (policy,) = role["Policies"]
         statements = policy["PolicyDocument"]["Statement"]
-        actions = {a for s in statements for a in s["Action"]} | {
-            s["Action"] for s in statements if isinstance(s["Action"], str)
-        }
-        actions = {a for a in actions if len(a) > 1}
+        actions: set[str] = set()
+        for statement in statements:
+            action = statement["Action"]
+            actions |= {action} if isinstance(action, str) else set(action)
         assert actions == {
             "s3:GetObject",
             "s3:PutObject",
@@ -112,7 +112,7 @@ class TestTemplate:
             "s3:ListBucket",
             "secretsmanager:GetSecretValue",
         }
-        assert all(s["Effect"] == "Allow" and "*" not in json.dumps(s["Action"]) for s in statements)
+        assert all(s["Effect"] == "Allow" for s in statements)
         by_sid = {s["Sid"]: s for s in statements}
         assert by_sid["SessionObjects"]["Resource"]["Fn::Sub"].endswith("/${SessionPrefix}/*")
         assert by_sid["DockerTlsMaterial"]["Resource"] == {"Ref": "DockerTlsSecretArn"}
@@ -131,7 +131,9 @@ class TestTemplate:
 
 
 def _env_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("rce_lambda_env", LAMBDA_DIR / "rce_lambda_env.py")
+    spec = importlib.util.spec_from_file_location(
+        "rce_lambda_env", LAMBDA_DIR / "rce_lambda_env.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

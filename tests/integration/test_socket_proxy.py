@@ -8,8 +8,9 @@ calls must work through it.
 
 from __future__ import annotations
 
+import datetime
 import http.client
-import inspect
+import ipaddress
 import json
 import os
 import shutil
@@ -19,23 +20,31 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
+import docker.tls
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from runner.base import Language, RunRequest
+from runner.docker import DockerSandbox
+from tests.support.docker_plugin import IMAGE, RUN_LABELS
 from tests.support.services import service_missing
 
 pytestmark = [pytest.mark.docker]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROXY_DIR = REPO_ROOT / "images" / "proxy"
-IMAGE = os.environ.get("RCE_TEST_IMAGE", "custom-rce-kernel:latest")
-RUN_ID = uuid.uuid4().hex[:12]
-TEST_LABELS = {"org.rce.test": "socket-proxy", "ci.test-run": RUN_ID}
+#: Every container made here also carries the session's leak-check label.
+TEST_LABELS = {"org.rce.test": "socket-proxy", **RUN_LABELS}
 
 
 def _free_port() -> int:
@@ -87,23 +96,16 @@ class Proxy:
         return response.status, decoded if isinstance(decoded, dict) else {"value": decoded}
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
+@pytest.fixture(name="engine", scope="module")
+def _engine(docker_client: docker.DockerClient) -> docker.DockerClient:
     """The real engine, reached directly (for set-up and checks only)."""
-    try:
-        client = docker.DockerClient(base_url=f"unix://{_engine_socket()}", timeout=30)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        service_missing(f"no Docker engine answers: {exc}")
-    yield client
-    for container in client.containers.list(all=True, filters={"label": f"ci.test-run={RUN_ID}"}):
-        container.remove(force=True)
-    client.close()
+    return docker_client
 
 
-@pytest.fixture(scope="module")
-def proxy(engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    """HAProxy on a free loopback port in front of the engine's socket."""
+@contextmanager
+def running_proxy(log_dir: Path, images: str, **settings: str) -> Iterator[Proxy]:
+    """HAProxy with the shipped config on a free loopback port in front of the
+    engine's socket; ``settings`` are more RCE_PROXY_* variables."""
     haproxy = shutil.which("haproxy")
     if haproxy is None:
         service_missing("haproxy is not installed (apt-get install haproxy)")
@@ -114,12 +116,13 @@ def proxy(engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory)
         "RCE_PROXY_LISTEN": f"127.0.0.1:{port}",
         "RCE_PROXY_DOCKER_SOCKET": _engine_socket(),
         "RCE_PROXY_LUA": str(PROXY_DIR / "policy.lua"),
-        "RCE_PROXY_IMAGES": IMAGE,
+        "RCE_PROXY_IMAGES": images,
+        **settings,
     }
     config = str(PROXY_DIR / "haproxy.cfg")
     check = subprocess.run([haproxy, "-c", "-f", config], env=env, capture_output=True)
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
-    log_path = tmp_path_factory.mktemp("proxy") / "haproxy.log"
+    log_path = log_dir / "haproxy.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [haproxy, "-db", "-f", config], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -136,6 +139,30 @@ def proxy(engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory)
             process.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def proxy(
+    engine: docker.DockerClient, sandbox_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
+    """The proxy with its defaults: no network, no GPU, runc only."""
+    with running_proxy(tmp_path_factory.mktemp("proxy"), sandbox_image) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def open_proxy(
+    engine: docker.DockerClient, sandbox_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
+    """The proxy with networking, GPUs and a second runtime allowed."""
+    with running_proxy(
+        tmp_path_factory.mktemp("open-proxy"),
+        sandbox_image,
+        RCE_PROXY_ALLOW_NETWORK="true",
+        RCE_PROXY_ALLOW_GPU="true",
+        RCE_PROXY_RUNTIMES="runc,runsc",
+    ) as running:
+        yield running
+
+
 def _wait_port(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -150,17 +177,19 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], log_path: Path) -> N
 
 
 @pytest.fixture(scope="module")
-def plain_container(engine: docker.DockerClient) -> Any:
-    """A container the runner did not create (no rce-sbx- name), made directly."""
-    try:
-        engine.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        service_missing(f"sandbox image {IMAGE} is missing (run images/build.sh)")
+def plain_container(engine: docker.DockerClient, sandbox_image: str) -> Iterator[Any]:
+    """A running container the runner did not create (no rce-sbx- name), made directly."""
     container = engine.containers.create(
-        IMAGE, ["sleep", "120"], name=f"rce-proxy-victim-{RUN_ID}", labels=TEST_LABELS
+        sandbox_image,
+        ["sleep", "300"],
+        name=f"rce-proxy-victim-{uuid.uuid4().hex[:12]}",
+        labels=TEST_LABELS,
     )
-    container.start()
-    return container
+    try:
+        container.start()
+        yield container
+    finally:
+        container.remove(force=True)
 
 
 def hardened_config(name_labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -308,6 +337,13 @@ class TestCreatePolicy:
         status, body = proxy.request("POST", f"/containers/create?{query}", hardened_config())
         assert status == 403, body
 
+    def test_refuses_a_body_larger_than_its_buffer(self, proxy: Proxy) -> None:
+        """A body the proxy cannot see whole is refused, never passed on unchecked."""
+        body = _with_top(Env=[f"PAD{i}={'x' * 1000}" for i in range(100)])
+        status, answer = proxy.request("POST", f"/containers/create?name={sandbox_name()}", body)
+        assert status == 403, answer
+        assert "too large" in answer["message"]
+
     def test_refuses_a_chunked_body(self, proxy: Proxy) -> None:
         """A body without Content-Length cannot be checked whole, so it is refused."""
         conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
@@ -440,6 +476,152 @@ class TestEndpointPolicy:
         assert status in (200, 404), body
 
 
+GPU_REQUEST = {
+    "Driver": "",
+    "Count": -1,
+    "DeviceIDs": None,
+    "Capabilities": [["gpu"]],
+    "Options": {},
+}
+
+
+class TestOptionalAllowances:
+    """The environment flags open exactly one thing each, and nothing else."""
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            _with_host(NetworkMode="bridge"),
+            _with_host(NetworkMode="default"),
+            _with_host(DeviceRequests=[GPU_REQUEST]),
+            _with_host(Runtime="runsc"),
+        ],
+        ids=["bridge", "default network", "gpu request", "listed runtime"],
+    )
+    def test_passes_what_the_flags_allow(
+        self, body: dict[str, Any], open_proxy: Proxy, engine: docker.DockerClient
+    ) -> None:
+        """Allowed bodies reach the engine (which may still refuse, e.g. with no GPU)."""
+        name = sandbox_name()
+        try:
+            status, answer = open_proxy.request(
+                "POST", f"/v1.41/containers/create?name={name}", body
+            )
+            assert status != 403, answer
+        finally:
+            for container in engine.containers.list(all=True, filters={"name": name}):
+                container.remove(force=True)
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            _with_host(NetworkMode="host"),
+            _with_host(NetworkMode="container:x"),
+            _with_host(DeviceRequests=[{**GPU_REQUEST, "Capabilities": [["compute"]]}]),
+            _with_host(DeviceRequests=[{**GPU_REQUEST, "Driver": "other"}]),
+            _with_host(DeviceRequests=[{**GPU_REQUEST, "Options": {"x": "y"}}]),
+            _with_host(Devices=[{"PathOnHost": "/dev/nvidia0", "PathInContainer": "/dev/x"}]),
+            _with_host(Runtime="kata"),
+            _with_host(Privileged=True),
+        ],
+        ids=[
+            "host network",
+            "container network",
+            "non-gpu capability",
+            "other driver",
+            "driver options",
+            "raw device",
+            "unlisted runtime",
+            "privileged",
+        ],
+    )
+    def test_still_refuses(self, body: dict[str, Any], open_proxy: Proxy) -> None:
+        status, answer = open_proxy.request(
+            "POST", f"/containers/create?name={sandbox_name()}", body
+        )
+        assert status == 403, answer
+
+
+def _issue(
+    name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None, **ext: Any
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A P-256 certificate for ``name``, self-signed (a CA) or signed by ``issuer``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer[0].subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if "ip" in ext:
+        san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ext["ip"]))])
+        builder = builder.add_extension(san, critical=False)
+    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+    return cert, key
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+class TestMutualTls:
+    """For a remote engine the proxy speaks mutual TLS (RCE_PROXY_BIND_OPTIONS), which
+    is what DOCKER_HOST + DOCKER_TLS_VERIFY + DOCKER_CERT_PATH clients use."""
+
+    def test_only_clients_with_a_certificate_of_the_ca_get_in(
+        self, sandbox_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # requests lets these override the client's own CA (docker's TLSConfig).
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        ca = _issue("rce test CA", None)
+        server = _issue("127.0.0.1", ca, ip="127.0.0.1")
+        client = _issue("rce api", ca)
+        stranger = _issue("stranger", _issue("other CA", None))
+        files = {
+            "ca.pem": _pem(ca[0]),
+            "server.pem": _pem(server[0]) + _key_pem(server[1]),
+            "cert.pem": _pem(client[0]),
+            "key.pem": _key_pem(client[1]),
+            "stranger.pem": _pem(stranger[0]),
+            "stranger-key.pem": _key_pem(stranger[1]),
+        }
+        for name, data in files.items():
+            (tmp_path / name).write_bytes(data)
+        options = f"ssl crt {tmp_path / 'server.pem'} ca-file {tmp_path / 'ca.pem'} verify required"
+        with running_proxy(tmp_path, sandbox_image, RCE_PROXY_BIND_OPTIONS=options) as proxy:
+            url = f"https://127.0.0.1:{proxy.port}"
+            good = docker.tls.TLSConfig(
+                client_cert=(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")),
+                ca_cert=str(tmp_path / "ca.pem"),
+                verify=True,
+            )
+            api = docker.APIClient(base_url=url, tls=good, timeout=30)
+            assert api.ping() is True
+            with pytest.raises(docker.errors.APIError, match="403"):
+                api.create_container(sandbox_image, name="not-a-sandbox")
+            api.close()
+            bad = docker.tls.TLSConfig(
+                client_cert=(str(tmp_path / "stranger.pem"), str(tmp_path / "stranger-key.pem")),
+                ca_cert=str(tmp_path / "ca.pem"),
+                verify=True,
+            )
+            with pytest.raises(docker.errors.DockerException, match="SSL"):
+                docker.APIClient(base_url=url, tls=bad, timeout=30, version="auto")
+
+
 def _read_frames(sock: socket.socket) -> tuple[bytes, bytes]:
     """Read a multiplexed attach stream to EOF; returns (stdout, stderr)."""
     data = b""
@@ -452,29 +634,6 @@ def _read_frames(sock: socket.socket) -> tuple[bytes, bytes]:
         out, err = (out + payload, err) if kind == 1 else (out, err + payload)
         pos += 8 + size
     return out, err
-
-
-def _docker_sandbox_class() -> Any:
-    try:
-        from runner import docker as runner_docker
-    except ImportError:
-        return None
-    return getattr(runner_docker, "DockerSandbox", None)
-
-
-def _build_sandbox(cls: Any, client: docker.DockerClient) -> Any:
-    """A ``DockerSandbox`` on ``client`` with the test image, whatever optional
-    parameters its constructor has."""
-    params = inspect.signature(cls).parameters
-    kwargs: dict[str, Any] = {}
-    for name in ("image", "image_name"):
-        if name in params:
-            kwargs[name] = IMAGE
-    if "labels" in params:
-        kwargs["labels"] = dict(TEST_LABELS)
-    if "pool_size" in params:
-        kwargs["pool_size"] = 0
-    return cls(client, **kwargs)
 
 
 def _wait_gone(engine: docker.DockerClient, filters: dict[str, Any], timeout_s: float = 15) -> bool:
@@ -491,31 +650,23 @@ class TestRunnerPath:
     """The runner's own calls work through the proxy."""
 
     def test_runs_print_through_the_docker_sandbox(
-        self, proxy: Proxy, engine: docker.DockerClient, plain_container: Any
+        self, proxy: Proxy, engine: docker.DockerClient, sandbox_image: str
     ) -> None:
         """``DockerSandbox`` on a client pointed at the proxy runs ``print(2+2)``."""
-        cls = _docker_sandbox_class()
-        if cls is None:
-            pytest.skip(
-                "runner.docker.DockerSandbox is not there yet; the low-level test covers it"
-            )
-        from runner.base import Language, RunRequest
-
         client = docker.DockerClient(base_url=proxy.base_url, timeout=60)
-        sandbox = _build_sandbox(cls, client)
+        sandbox = DockerSandbox(client, image=sandbox_image, labels=TEST_LABELS)
         try:
             result = sandbox.run(RunRequest(language=Language.PYTHON, code="print(2+2)"))
             assert result.stdout == "4\n", (result, proxy.log_path.read_text(errors="replace"))
             result.close()
         finally:
-            close = getattr(sandbox, "close", None)
-            if callable(close):
-                close()
+            sandbox.close()
             client.close()
-        assert _wait_gone(engine, {"label": [f"ci.test-run={RUN_ID}", "org.rce.service=rce"]})
+        sandboxes = [f"{k}={v}" for k, v in RUN_LABELS.items()] + ["org.rce.service=rce"]
+        assert _wait_gone(engine, {"label": sandboxes})
 
     def test_runs_the_runner_call_sequence_with_the_low_level_api(
-        self, proxy: Proxy, engine: docker.DockerClient, plain_container: Any
+        self, proxy: Proxy, engine: docker.DockerClient
     ) -> None:
         """create, attach (stdin in, output out), start, exec, archive, inspect, list,
         wait, kill and remove all pass for a hardened rce-sbx- container."""

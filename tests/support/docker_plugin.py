@@ -12,17 +12,20 @@ and fail in CI (``tests.support.services.service_missing``).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import docker
 import docker.errors
 import pytest
 
+from runner.base import InputFile, Language, Limits, RunRequest, RunResult
 from runner.docker import DockerSandbox
 from tests.support.services import service_missing
 
@@ -70,6 +73,50 @@ def wait_until_gone(
         time.sleep(0.2)
 
 
+def input_file(name: str, data: bytes, chunk: int = 64 * 1024) -> InputFile:
+    """An input streamed in ``chunk``-sized pieces, as the store would."""
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(data), chunk):
+            yield data[start : start + chunk]
+
+    return InputFile(
+        name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest(), open=chunks
+    )
+
+
+def is_pooled(sandbox: DockerSandbox) -> bool:
+    return sandbox.stats()["pool_target"] > 0
+
+
+def execute(
+    sandbox: DockerSandbox,
+    code: str,
+    *,
+    lang: Language = Language.PYTHON,
+    files: tuple[InputFile, ...] = (),
+    args: tuple[str, ...] = (),
+    exec_id: str | None = None,
+    **limits: Any,
+) -> RunResult:
+    """Run ``code``; on a pooled sandbox, check the run really used a warm container."""
+    request = RunRequest(
+        language=lang,
+        code=code,
+        args=args,
+        files=files,
+        limits=replace(Limits(), **limits),
+        exec_id=exec_id or secrets.token_hex(6),
+    )
+    if not is_pooled(sandbox):
+        return sandbox.run(request)
+    assert sandbox.wait_pool_ready(120), sandbox.stats()
+    hits = sandbox.stats()["pool_hits"]
+    result = sandbox.run(request)
+    assert sandbox.stats()["pool_hits"] == hits + 1, "the run did not use the warm pool"
+    return result
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     """A client of the real engine; at session end, checks nothing of ours is left."""
@@ -81,10 +128,8 @@ def docker_client() -> Iterator[docker.DockerClient]:
     yield client
     left = wait_until_gone(client)
     for name in left:
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             client.api.remove_container(name, force=True)
-        except docker.errors.APIError:
-            pass
     client.close()
     if left:
         pytest.fail(f"containers left behind by the tests: {left}", pytrace=False)
