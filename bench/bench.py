@@ -683,7 +683,8 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; exit 2 when the benchmark cannot run at all."""
+    """Entry point: 0, or 1 when an rce request failed or answered wrongly (a MISSed
+    target is reported, not an error), or 2 when the benchmark cannot run at all."""
     args = _parse_args(argv)
     reason = docker_available(args.image)
     if reason:
@@ -707,7 +708,14 @@ def main(argv: list[str] | None = None) -> int:
         remove_tree(workdir)
     print(render(report))
     write_json(args.json, report)
-    return 0
+    return 1 if _rce_errors(report) else 0
+
+
+def _rce_errors(report: dict[str, Any]) -> int:
+    """Failed rce requests (errors and wrong answers); a MISS is not an error."""
+    return sum(
+        r.get("rce", {}).get("errors", 0) for k, r in report["workloads"].items() if k != "_big"
+    )
 
 
 if __name__ == "__main__":

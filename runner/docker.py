@@ -1,4 +1,6 @@
-"""``DockerSandbox``: the ``Sandbox`` port on a Docker engine (the only module using ``docker``).
+"""``DockerSandbox``: the ``Sandbox`` port on a Docker engine.
+
+With its private ``runner._docker_*`` modules, this is the only code importing ``docker``.
 
 Every run gets a brand-new container that no other run touched: created from the
 sandbox image with the hardening of ``runner._docker_config``, attached (stdin,
@@ -20,9 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -32,11 +33,10 @@ import requests.exceptions
 
 from core.errors import (
     SandboxError,
-    SandboxImageMissing,
     SandboxStartFailed,
-    SandboxUnavailable,
 )
 from runner import _docker_config as cfg
+from runner._docker_errors import already_gone, engine_errors
 from runner._docker_stream import AttachedStream, StreamTimeout
 from runner.base import Limits, RunRequest, RunResult
 from runner.pool import WarmPool
@@ -62,33 +62,6 @@ _ATTACH = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
 POOL_READY_TIMEOUT_S = 120.0
 #: How long a pooled container may sit idle before it is replaced.
 POOL_MAX_IDLE_S = 600.0
-
-
-@contextmanager
-def _engine(action: str, image: str) -> Iterator[None]:
-    """Translate docker/requests exceptions into ``core.errors`` at the edge."""
-    try:
-        yield
-    except docker.errors.ImageNotFound as exc:
-        raise SandboxImageMissing(
-            f"the sandbox image {image!r} is not on the Docker engine: "
-            "build it with images/build.sh"
-        ) from exc
-    except docker.errors.APIError as exc:
-        raise SandboxStartFailed(
-            f"the Docker engine refused to {action}: {exc.explanation or exc}"
-        ) from exc
-    except (requests.exceptions.RequestException, docker.errors.DockerException, OSError) as exc:
-        raise SandboxUnavailable(
-            f"no Docker engine answers (while trying to {action}): {exc}"
-        ) from exc
-
-
-def _already_gone(exc: SandboxError) -> bool:
-    """A removal that failed because the container is gone or going."""
-    cause = exc.__cause__
-    status = getattr(cause, "status_code", None)
-    return status == 404 or (status == 409 and "already in progress" in exc.message)
 
 
 @dataclass(eq=False)
@@ -188,15 +161,15 @@ class DockerSandbox:
     def ping(self) -> None:
         """Raise ``SandboxError`` unless the engine answers and the image is present."""
         api = self._api()
-        with _engine("answer a ping", self.image):
+        with engine_errors("answer a ping", self.image):
             api.ping()
-        with _engine("inspect the sandbox image", self.image):
+        with engine_errors("inspect the sandbox image", self.image):
             api.inspect_image(self.image)  # type: ignore[no-untyped-call]
 
     def reap(self) -> int:
         """Remove our containers (``org.rce.service=rce``) whose deadline has passed."""
         api = self._api()
-        with _engine("list sandbox containers", self.image):
+        with engine_errors("list sandbox containers", self.image):
             listed = api.containers(
                 all=True, filters={"label": f"{cfg.LABEL_SERVICE}={cfg.SERVICE}"}
             )
@@ -215,11 +188,11 @@ class DockerSandbox:
             if name is None or deadline > now:
                 continue
             try:
-                with _engine("remove an expired sandbox", self.image):
+                with engine_errors("remove an expired sandbox", self.image):
                     api.remove_container(name, force=True)
                 removed += 1
             except SandboxError as exc:
-                if not _already_gone(exc):
+                if not already_gone(exc):
                     log.warning("reaper: could not remove %s: %s", name, exc.message)
         return removed
 
@@ -258,7 +231,7 @@ class DockerSandbox:
         with self._client_lock:
             if self._client is None:
                 source = self._client_source
-                with _engine("connect", self.image):
+                with engine_errors("connect", self.image):
                     client = source() if callable(source) else source
                 self._client = client.api if isinstance(client, docker.DockerClient) else client
             return self._client
@@ -274,7 +247,7 @@ class DockerSandbox:
         name = cfg.new_name()
         body = cfg.create_body(key, container_labels=labels, preload=preload)
         try:
-            with _engine("create the sandbox container", self.image):
+            with engine_errors("create the sandbox container", self.image):
                 api.create_container_from_config(body, name=name)  # type: ignore[no-untyped-call]
         except SandboxError:
             self._count("container_failures")
@@ -286,10 +259,10 @@ class DockerSandbox:
         api = self._api()
         container: _Container | None = None
         try:
-            with _engine("attach to the sandbox container", self.image):
+            with engine_errors("attach to the sandbox container", self.image):
                 attached = api.attach_socket(name, params=dict(_ATTACH))
             container = _Container(name, AttachedStream(attached), deadline, pooled=pooled)
-            with _engine("start the sandbox container", self.image):
+            with engine_errors("start the sandbox container", self.image):
                 api.start(name)
         except BaseException:
             self._count("container_failures")
@@ -368,10 +341,10 @@ class DockerSandbox:
 
     def _remove(self, name: str) -> None:
         try:
-            with _engine("remove the sandbox container", self.image):
+            with engine_errors("remove the sandbox container", self.image):
                 self._api().remove_container(name, force=True)
         except SandboxError as exc:
-            if not _already_gone(exc):
+            if not already_gone(exc):
                 log.warning("could not remove %s (the reaper will): %s", name, exc.message)
 
     # -------------------------------------------------------------- exchange
@@ -449,7 +422,7 @@ class DockerSandbox:
         """The container's State once it stopped (killing it if it did not)."""
         api = self._api()
         try:
-            with _engine("inspect the sandbox container", self.image):
+            with engine_errors("inspect the sandbox container", self.image):
                 state: dict[str, Any] = api.inspect_container(name).get("State") or {}
                 if state.get("Running"):
                     api.kill(name)
