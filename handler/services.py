@@ -41,6 +41,8 @@ def build_sandbox(settings: Settings) -> Sandbox:
         runtime=settings.runtime,
         pool_size=settings.pool_size,
         limits=settings.limits(),
+        max_run_timeout_s=settings.max_run_timeout_s,
+        labels=settings.container_label_map(),
     )
 
 

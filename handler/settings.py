@@ -104,6 +104,9 @@ class Settings(BaseSettings):
         default_factory=lambda: 0 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else 2
     )
     reaper_interval_s: float = 60.0
+    container_labels: str = Field(
+        "", description="Extra labels on every sandbox container: k=v,k2=v2."
+    )
 
     @field_validator("mem_limit", "workspace_size", "tmp_size")
     @classmethod
@@ -151,9 +154,20 @@ class Settings(BaseSettings):
             raise ValueError("RCE_STORAGE must be file:///path or s3://bucket[/prefix]")
         if self.run_timeout_s <= 0 or self.max_run_timeout_s < self.run_timeout_s:
             raise ValueError("RCE_RUN_TIMEOUT_S must be > 0 and <= RCE_MAX_RUN_TIMEOUT_S")
+        self.container_label_map()
         if self.pool_size < 0:
             raise ValueError("RCE_POOL_SIZE must be >= 0")
         return self
+
+    def container_label_map(self) -> dict[str, str]:
+        """``RCE_CONTAINER_LABELS`` as a dict; ``org.rce.*`` labels are reserved."""
+        labels: dict[str, str] = {}
+        for item in filter(None, (p.strip() for p in self.container_labels.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip() or key.strip().startswith("org.rce."):
+                raise ValueError(f"RCE_CONTAINER_LABELS: {item!r} is not k=v (org.rce.* reserved)")
+            labels[key.strip()] = value.strip()
+        return labels
 
     def api_key_list(self) -> list[str]:
         """The configured API keys (comma-separated in the variable)."""

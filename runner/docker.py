@@ -135,6 +135,8 @@ class DockerSandbox:
         pool_size: int = 0,
         limits: Limits | None = None,
         client: ClientSource | None = None,
+        max_run_timeout_s: float = 300.0,
+        labels: Mapping[str, str] | None = None,
     ) -> DockerSandbox:
         """The sandbox the service runs: its warm pool keyed by the configured ``limits``."""
         return cls(
@@ -144,6 +146,8 @@ class DockerSandbox:
             runtime=runtime,
             pool_size=pool_size,
             pool_limits=limits or Limits(),
+            max_run_timeout_s=max_run_timeout_s,
+            labels=labels,
         )
 
     # ------------------------------------------------------------------ port

@@ -7,7 +7,6 @@ useradd --uid 1000 --gid 1000 --home-dir /tmp --no-create-home --shell /bin/bash
 mkdir -p /mnt/data /opt/rce
 chown 1000:1000 /mnt/data
 chmod 0755 /opt/rce
-chmod 0644 /opt/rce/rce_agent.py
 # matplotlib reads this before MPLBACKEND is consulted by older code paths.
 mkdir -p /etc/matplotlibrc.d 2>/dev/null || true
 if [ -f /etc/matplotlibrc ]; then
