@@ -12,26 +12,24 @@
 # as the label org.rce.recipe-hash, so an unchanged recipe is never rebuilt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. images/lib.sh
 
 IMAGE="${RCE_IMAGE_NAME:-custom-rce-kernel:latest}"
 MODE="${RCE_IMAGE_BUILD:-auto}"
 FORCE=0
 [ "${1:-}" = "--force" ] && FORCE=1
 
-RECIPE_FILES=(images/cpu/packages.txt images/cpu/layer.sh images/cpu/Dockerfile images/cpu/Dockerfile.offline runner/agent/rce_agent.py images/build.sh)
+RECIPE_FILES=(images/cpu/packages.txt images/cpu/layer.sh images/cpu/Dockerfile images/cpu/Dockerfile.offline
+              runner/agent/rce_agent.py images/build.sh images/lib.sh)
 RECIPE_HASH="$(cat "${RECIPE_FILES[@]}" | sha256sum | cut -c1-16)"
 ROOTFS_HASH="$(cat images/cpu/packages.txt | sha256sum | cut -c1-16)"
 ROOTFS_IMAGE="rce-rootfs:${ROOTFS_HASH}"
 
-current="$(docker image inspect -f '{{ index .Config.Labels "org.rce.recipe-hash" }}' "$IMAGE" 2>/dev/null || true)"
-if [ "$FORCE" = 0 ] && [ "$current" = "$RECIPE_HASH" ]; then
+if [ "$FORCE" = 0 ] && image_is_current "$IMAGE" "$RECIPE_HASH"; then
   echo "==> $IMAGE is up to date (recipe $RECIPE_HASH)" >&2
   exit 0
 fi
-
-if [ "$MODE" = auto ]; then
-  if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then MODE=offline; else MODE=registry; fi
-fi
+MODE="$(build_mode "$MODE")"
 packages="$(grep -v '^#' images/cpu/packages.txt | grep -v '^$' | paste -sd, -)"
 start=$(date +%s)
 
@@ -39,25 +37,7 @@ if [ "$MODE" = registry ]; then
   echo "==> building $IMAGE from images/cpu/Dockerfile (registry)" >&2
   docker build -f images/cpu/Dockerfile --build-arg "RECIPE_HASH=$RECIPE_HASH" -t "$IMAGE" .
 else
-  if ! docker image inspect "$ROOTFS_IMAGE" >/dev/null 2>&1; then
-    command -v debootstrap >/dev/null 2>&1 || {
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null || {
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }; }
-    # The mirror the host already uses: read at run time, never written into the repo.
-    mirror="$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -1)"
-    [ -n "$mirror" ] || mirror="$(grep -hs '^deb ' /etc/apt/sources.list | awk '{print $2}' | head -1)"
-    [ -n "$mirror" ] || { echo "error: no Debian mirror found in /etc/apt" >&2; exit 1; }
-    rootfs="$(mktemp -d /var/tmp/rce-rootfs.XXXXXX)"
-    trap 'rm -rf "$rootfs"' EXIT
-    echo "==> debootstrap bookworm ($packages) from $mirror" >&2
-    debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" "$mirror" >/tmp/rce-debootstrap.log 2>&1 || {
-      tail -30 /tmp/rce-debootstrap.log >&2; exit 1; }
-    rm -rf "$rootfs"/usr/share/doc "$rootfs"/usr/share/man "$rootfs"/usr/share/info "$rootfs"/usr/share/locale \
-           "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*
-    echo "==> docker import -> $ROOTFS_IMAGE" >&2
-    tar --numeric-owner -C "$rootfs" -c . | docker import -c 'CMD ["/bin/bash"]' - "$ROOTFS_IMAGE" >/dev/null
-    rm -rf "$rootfs"; trap - EXIT
-  fi
+  ensure_rootfs_image "$ROOTFS_IMAGE" "$packages"
   echo "==> building $IMAGE from images/cpu/Dockerfile.offline over $ROOTFS_IMAGE" >&2
   DOCKER_BUILDKIT=0 docker build -q -f images/cpu/Dockerfile.offline \
     --build-arg "ROOTFS=$ROOTFS_IMAGE" --build-arg "RECIPE_HASH=$RECIPE_HASH" -t "$IMAGE" . >/dev/null

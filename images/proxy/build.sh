@@ -12,6 +12,7 @@
 # The image carries the recipe hash as the label org.rce.recipe-hash.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. images/lib.sh
 
 IMAGE="${RCE_PROXY_IMAGE:-rce-socket-proxy:latest}"
 MODE="${RCE_IMAGE_BUILD:-auto}"
@@ -20,45 +21,23 @@ FORCE=0
 
 PACKAGES="haproxy"
 RECIPE_FILES=(images/proxy/Dockerfile images/proxy/Dockerfile.offline images/proxy/haproxy.cfg
-              images/proxy/policy.lua images/proxy/build.sh)
+              images/proxy/policy.lua images/proxy/build.sh images/lib.sh)
 RECIPE_HASH="$(cat "${RECIPE_FILES[@]}" | sha256sum | cut -c1-16)"
 ROOTFS_HASH="$(printf '%s' "$PACKAGES" | sha256sum | cut -c1-16)"
 ROOTFS_IMAGE="rce-proxy-rootfs:${ROOTFS_HASH}"
 
-current="$(docker image inspect -f '{{ index .Config.Labels "org.rce.recipe-hash" }}' "$IMAGE" 2>/dev/null || true)"
-if [ "$FORCE" = 0 ] && [ "$current" = "$RECIPE_HASH" ]; then
+if [ "$FORCE" = 0 ] && image_is_current "$IMAGE" "$RECIPE_HASH"; then
   echo "==> $IMAGE is up to date (recipe $RECIPE_HASH)" >&2
   exit 0
 fi
-
-if [ "$MODE" = auto ]; then
-  if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then MODE=offline; else MODE=registry; fi
-fi
+MODE="$(build_mode "$MODE")"
 start=$(date +%s)
 
 if [ "$MODE" = registry ]; then
   echo "==> building $IMAGE from images/proxy/Dockerfile (registry)" >&2
   docker build --build-arg "RECIPE_HASH=$RECIPE_HASH" -t "$IMAGE" images/proxy
 else
-  if ! docker image inspect "$ROOTFS_IMAGE" >/dev/null 2>&1; then
-    command -v debootstrap >/dev/null 2>&1 || {
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null || {
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }; }
-    # The mirror the host already uses: read at run time, never written into the repo.
-    mirror="$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -1)"
-    [ -n "$mirror" ] || mirror="$(grep -hs '^deb ' /etc/apt/sources.list | awk '{print $2}' | head -1)"
-    [ -n "$mirror" ] || { echo "error: no Debian mirror found in /etc/apt" >&2; exit 1; }
-    rootfs="$(mktemp -d /var/tmp/rce-proxy-rootfs.XXXXXX)"
-    trap 'rm -rf "$rootfs"' EXIT
-    echo "==> debootstrap bookworm ($PACKAGES) from $mirror" >&2
-    debootstrap --variant=minbase --include="$PACKAGES" bookworm "$rootfs" "$mirror" \
-      >/tmp/rce-proxy-debootstrap.log 2>&1 || { tail -30 /tmp/rce-proxy-debootstrap.log >&2; exit 1; }
-    rm -rf "$rootfs"/usr/share/doc "$rootfs"/usr/share/man "$rootfs"/usr/share/info "$rootfs"/usr/share/locale \
-           "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*
-    echo "==> docker import -> $ROOTFS_IMAGE" >&2
-    tar --numeric-owner -C "$rootfs" -c . | docker import -c 'CMD ["/bin/bash"]' - "$ROOTFS_IMAGE" >/dev/null
-    rm -rf "$rootfs"; trap - EXIT
-  fi
+  ensure_rootfs_image "$ROOTFS_IMAGE" "$PACKAGES"
   # A context of just the two files keeps the build from sending the whole repository.
   context="$(mktemp -d /var/tmp/rce-proxy-context.XXXXXX)"
   trap 'rm -rf "$context"' EXIT
