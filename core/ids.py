@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import secrets
 
@@ -27,3 +29,13 @@ def check_id(value: str, what: str = "id") -> str:
     if not is_valid_id(value):
         raise InvalidId(f"{what} must be {ID_LENGTH} characters of [A-Za-z0-9_-]")
     return value
+
+
+def derived_id(session_id: str, name: str) -> str:
+    """The file id of an exec output named ``name`` in ``session_id``.
+
+    Deterministic, so concurrent execs that create the same new name in one session
+    write the same object (the last whole version wins) instead of duplicates.
+    """
+    digest = hashlib.sha256(f"{session_id}\0{name}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:ID_LENGTH]

@@ -295,7 +295,8 @@ class Authenticator:
 
     def _is_api_key(self, candidate: str) -> bool:
         """Constant-time over every configured key: no early exit reveals which matched."""
-        presented = candidate.encode()
+        # surrogatepass: a lone surrogate is a wrong key, not a crash.
+        presented = candidate.encode("utf-8", "surrogatepass")
         matched = False
         for key in self._api_keys:
             matched |= hmac.compare_digest(presented, key)

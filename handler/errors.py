@@ -80,14 +80,9 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error", exc_info=exc)
-    return error_response(500, "internal_error", "internal error; see the server log")
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the one mapping on ``app``."""
+    """Register the one mapping on ``app``. Anything unmapped becomes a 500 in
+    ``handler.middleware.RequestIdMiddleware``, inside the request's context."""
     app.add_exception_handler(e.CodeInterpreterError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
-import time
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from handler.logs import reset_request_id, set_request_id
+from handler.logs import current_request_id, reset_request_id, set_request_id
 
+log = logging.getLogger(__name__)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -35,14 +36,26 @@ class RequestIdMiddleware:
                 message["headers"].append((b"x-request-id", request_id.encode()))
             await send(message)
 
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send_with_id(message)
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            # The last resort, inside the request's context so the answer and the log
+            # line carry its id. Domain errors never get here (handler.errors maps them).
+            log.exception("unexpected error")
+            if not started:
+                await _send_json(
+                    send_with_id, 500, "internal_error", "internal error; see the server log"
+                )
         finally:
             reset_request_id(token)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class BodyLimitMiddleware:
@@ -62,48 +75,43 @@ class BodyLimitMiddleware:
             await _send_413(send, limit)
             return
         seen = 0
-        started = False
+        rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge
+                    # Answer now and tell the app the client is gone: it stops reading,
+                    # and whatever it tries to send afterwards is dropped.
+                    rejected = True
+                    await _send_413(send, limit)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def guarded_send(message: Message) -> None:
+            if not rejected:
+                await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _send_413(send, limit)
+        await self.app(scope, limited_receive, guarded_send)
 
 
 async def _send_413(send: Send, limit: int) -> None:
+    await _send_json(send, 413, "payload_too_large", f"request body is larger than {limit} bytes")
+
+
+async def _send_json(send: Send, status: int, code: str, message: str) -> None:
     body = json.dumps(
-        {
-            "error": "payload_too_large",
-            "message": f"request body is larger than {limit} bytes",
-            "status": 413,
-        }
+        {"error": code, "message": message, "status": status, "request_id": current_request_id()}
     ).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-def monotonic_ms(start: float) -> int:
-    """Milliseconds since ``start`` (a ``time.monotonic()`` value)."""
-    return round((time.monotonic() - start) * 1000)

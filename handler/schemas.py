@@ -6,11 +6,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.names import WORKSPACE
 from runner.service import ExecOutcome
 from storage.base import FileMeta
+
+
+def _check_encodable(text: str) -> None:
+    """JSON may carry lone surrogates (``"\\ud800"``); they are not text we can run."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("strings must be valid Unicode (no lone surrogates)") from None
 
 
 class FileRefIn(BaseModel):
@@ -40,7 +48,7 @@ class ExecIn(BaseModel):
     files: list[FileRefIn] | None = Field(None, max_length=1000)
     user_id: str | None = Field(None, max_length=256)
     #: Milliseconds, capped by the server (RCE_MAX_RUN_TIMEOUT_S).
-    timeout: float | None = None
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
     entity_id: str | None = Field(None, max_length=256)
     LIBRECHAT_CODE_API_KEY: str | None = Field(None, max_length=1024)
 
@@ -50,6 +58,16 @@ class ExecIn(BaseModel):
         if isinstance(value, str):
             return [value]
         return value
+
+    @model_validator(mode="after")
+    def _text_is_unicode(self) -> ExecIn:
+        texts = [self.code, self.lang, self.session_id, self.user_id, *(self.args or [])]
+        for ref in self.files or []:
+            texts += [ref.id, ref.name, ref.storage_session_id, ref.session_id]
+        for text in texts:
+            if text is not None:
+                _check_encodable(text)
+        return self
 
 
 class ExecFileOut(BaseModel):

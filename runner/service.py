@@ -8,13 +8,14 @@ the engine raises.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from core.errors import InvalidRequest, PayloadTooLarge
 from core.identity import Caller, FileKind
-from core.ids import check_id, new_id
+from core.ids import check_id, derived_id, new_id
 from core.names import WORKSPACE, normalize_name
 from runner.base import InputFile, Language, Limits, RunRequest, RunResult, Sandbox
 from runner.sync import StoredRef, plan_restore, plan_sync
@@ -115,7 +116,7 @@ def _input_file(store: SessionStore, name: str, meta: FileMeta) -> InputFile:
 def _limits_for(request: ExecRequest, policy: ExecPolicy) -> Limits:
     if request.timeout_s is None:
         return policy.limits
-    if request.timeout_s <= 0:
+    if not math.isfinite(request.timeout_s) or request.timeout_s <= 0:
         raise InvalidRequest("timeout must be a positive number of milliseconds")
     return replace(policy.limits, run_timeout_s=min(request.timeout_s, policy.max_run_timeout_s))
 
@@ -133,7 +134,7 @@ def _sync(
         {m.name: _ref_of(m) for m in own},
         {o.name: o.sha256 for o in run.outputs},
         run.deleted,
-        iter(new_id, None),
+        lambda name: derived_id(session_id, name),
         read_only={name for name, meta in inputs.items() if meta.read_only},
     )
     outputs = {o.name: o for o in run.outputs}

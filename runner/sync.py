@@ -7,7 +7,7 @@ once the run is over. Both take plain data and return plain data.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -65,20 +65,19 @@ def plan_sync(
     session_files: Mapping[str, StoredRef],
     outputs: Mapping[str, str],
     deleted: Iterable[str],
-    new_id: Iterable[str],
+    new_id: Callable[[str], str],
     read_only: Collection[str] = frozenset(),
 ) -> SyncPlan:
     """Decide the store writes for one finished run.
 
     ``session_files``: what the exec's own session holds (name -> ref); ``outputs``:
     new or changed workspace files (name -> sha256); ``deleted``: input names gone
-    after the run; ``new_id``: a supply of fresh file ids. A changed file keeps its
+    after the run; ``new_id``: the id a new output of that name gets. A changed file keeps its
     id; an output identical to the stored one uploads nothing; a deleted file is
     removed only from the exec's own session, never from another session it was
     restored from. ``read_only`` inputs are never overwritten nor deleted: a changed
     one is answered as the original file (LibreChat's ``inherited`` ref).
     """
-    ids = iter(new_id)
     plan = SyncPlan()
     for name in sorted(outputs):
         if name in read_only:
@@ -91,7 +90,7 @@ def plan_sync(
             else:
                 plan.uploads.append(Upload(name, existing.file_id, replaces=True))
         else:
-            plan.uploads.append(Upload(name, next(ids), replaces=False))
+            plan.uploads.append(Upload(name, new_id(name), replaces=False))
     for name in sorted(set(deleted)):
         plan.deleted_names.append(name)
         existing = session_files.get(name)

@@ -54,7 +54,7 @@ Check = Callable[[httpx.Response], str | None]
 class Battery:
     """Sends inputs, records what each got, and says which answers were wrong."""
 
-    client: httpx.Client
+    base_url: str
     tried: int = 0
     server_errors: int = 0
     failures: list[str] = field(default_factory=list)
@@ -72,7 +72,10 @@ class Battery:
         """Send one request; a wrong status, shape or ``check`` becomes a failure."""
         self.tried += 1
         try:
-            response = self.client.request(method, path, **request)
+            # A connection of its own: a 5xx may close the connection it came on,
+            # and the next input must not be blamed for that.
+            with httpx.Client(base_url=self.base_url, timeout=60.0) as client:
+                response = client.request(method, path, **request)
         except Exception as exc:  # any failure to get an answer is a finding
             self.failures.append(f"{case}: no answer ({type(exc).__name__}: {exc})")
             return None
@@ -94,7 +97,7 @@ class Battery:
         """Send bytes no client library would (a lying ``Content-Length``) and judge
         the answer the same way."""
         self.tried += 1
-        url = httpx.URL(str(self.client.base_url))
+        url = httpx.URL(self.base_url)
         try:
             with socket.create_connection((url.host, url.port or 80), timeout=30) as sock:
                 sock.sendall(request)
@@ -144,6 +147,18 @@ def _dechunk(body: bytes) -> bytes:
     return out
 
 
+def _clear_failure(response: httpx.Response) -> str | None:
+    """A 200 for a run that could not start must fail visibly, with no protocol bytes."""
+    if response.status_code != 200:
+        return None
+    body = response.json()
+    if body["exit_code"] == 0 or not body["stderr"].strip():
+        return f"not a clear failure: {body}"
+    if any(ord(c) < 9 or c == "\ufffd" for c in body["stdout"] + body["stderr"]):
+        return f"protocol or binary bytes leaked into the output: {body['stdout'][:200]!r}"
+    return None
+
+
 def _statuses(expect: frozenset[int]) -> str:
     return "4xx" if expect == ANY_4XX else str(sorted(expect))
 
@@ -183,7 +198,7 @@ class World:
 
     def battery(self) -> Battery:
         """A fresh battery on this server (no default credentials)."""
-        return Battery(httpx.Client(base_url=self.running.server.base_url, timeout=60.0))
+        return Battery(self.running.server.base_url)
 
     def canary(self, index: int) -> tuple[str, dict[str, str]]:
         """(session id, name -> file id) of a canary."""
@@ -322,7 +337,6 @@ def test_malformed_exec_bodies(world: World, capsys: pytest.CaptureFixture[str])
         "deeply nested JSON": b'{"code": "x", "a": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
         "lone surrogate in code": b'{"code": "print(1)\\ud800", "lang": "py"}',
         "lone surrogate in session_id": b'{"code": "print(1)", "session_id": "\\udfff"}',
-        "lone surrogate in args": b'{"code": "print(1)", "args": ["\\ud800"]}',
         "lone surrogate in files[].name": b'{"code": "print(1)", "files": [{"id": "'
         + b"a" * 21
         + b'", "session_id": "'
@@ -367,6 +381,16 @@ def test_malformed_exec_bodies(world: World, capsys: pytest.CaptureFixture[str])
         content=b'{"code": "print(1)", "timeout": Infinity}',
         headers=json_h,
         expect=frozenset({200, 400}),
+    )
+    # An argument no program can receive: refused, or a failed run that says why.
+    battery.send(
+        "exec: lone surrogate in args",
+        "POST",
+        "/exec",
+        content=b'{"code": "print(1)", "args": ["\\ud800"]}',
+        headers=json_h,
+        expect=frozenset({200, 400}),
+        check=_clear_failure,
     )
     # A key caller without User-Id asserts its user in the body.
     no_user = {**World.key(), "Content-Type": "application/json"}

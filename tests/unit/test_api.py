@@ -256,3 +256,54 @@ class TestOps:
         """A JSON body past RCE_MAX_BODY_BYTES is a 413."""
         r = client.post("/exec", headers=H, json={"code": "x" * (9 * 1024 * 1024), "lang": "py"})
         assert r.status_code == 413
+
+
+class TestHostileBodies:
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            b'{"code": "print(1)", "timeout": NaN}',
+            b'{"code": "print(1)", "timeout": -5}',
+            b'{"code": "print(1)\\ud800"}',
+            b'{"code": "x", "args": ["\\udc00"]}',
+        ],
+    )
+    def test_bad_values_are_400(self, client: TestClient, raw: bytes) -> None:
+        """NaN or negative timeouts and lone surrogates are a clear 400, never a 500."""
+        r = client.post("/exec", headers={**H, "Content-Type": "application/json"}, content=raw)
+        assert r.status_code == 400, r.text
+
+    def test_surrogate_body_key_is_401(self, client: TestClient) -> None:
+        """A lone surrogate as the legacy body key is a wrong key."""
+        raw = b'{"code": "x", "LIBRECHAT_CODE_API_KEY": "\\ud800"}'
+        r = client.post("/exec", headers={"Content-Type": "application/json"}, content=raw)
+        assert r.status_code == 401
+
+    def test_chunked_body_over_the_limit_is_413(self, client: TestClient) -> None:
+        """A streamed body without Content-Length is cut off at the limit with a 413."""
+
+        def chunks():  # type: ignore[no-untyped-def]
+            yield b'{"code": "'
+            for _ in range(10):
+                yield b"x" * (1024 * 1024)
+            yield b'"}'
+
+        r = client.post("/exec", headers={**H, "Content-Type": "application/json"},
+                        content=chunks())
+        assert r.status_code == 413
+        assert r.json()["request_id"] != "-"
+
+    def test_unexpected_errors_carry_the_request_id(
+        self, client: TestClient, sandbox: FakeSandbox
+    ) -> None:
+        """A bug answers a 500 in the one shape, with the request's id."""
+        sandbox.error = RuntimeError("boom")
+        r = client.post("/exec", headers={**H, "X-Request-ID": "req-500"},
+                        json={"code": "x", "lang": "py"})
+        assert r.status_code == 500
+        assert r.json() == {
+            "error": "internal_error",
+            "message": "internal error; see the server log",
+            "status": 500,
+            "request_id": "req-500",
+        }

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from runner.sync import Delete, StoredRef, Upload, plan_restore, plan_sync
 
 SID = "S" * 21
 OTHER = "O" * 21
 
 
-def ids() -> list[str]:
-    return [f"new{i}" for i in range(10)]
+def ids() -> Callable[[str], str]:
+    return lambda name: f"new-{name}"
 
 
 class TestPlanSync:
     def test_new_output_gets_a_new_id(self) -> None:
         """A file the session never had is uploaded under a fresh id."""
         plan = plan_sync(SID, {}, {"out.csv": "d1"}, [], ids())
-        assert plan.uploads == [Upload("out.csv", "new0", replaces=False)]
+        assert plan.uploads == [Upload("out.csv", "new-out.csv", replaces=False)]
 
     def test_changed_file_keeps_its_id(self) -> None:
         """A changed file of the exec's own session is replaced in place."""
@@ -35,7 +37,7 @@ class TestPlanSync:
         """A ref restored from another session is never overwritten there."""
         own = {"a.txt": StoredRef(OTHER, "fa", "old")}
         plan = plan_sync(SID, own, {"a.txt": "new"}, [], ids())
-        assert plan.uploads == [Upload("a.txt", "new0", replaces=False)]
+        assert plan.uploads == [Upload("a.txt", "new-a.txt", replaces=False)]
 
     def test_deleted_own_file_is_deleted(self) -> None:
         """Deleting a file of the exec's own session deletes it from the store."""
