@@ -76,6 +76,8 @@ class InputFile:
     size: int
     sha256: str
     #: Opens the bytes for streaming; the iterator is exhausted or closed by the sandbox.
+    #: If the iterator has an int ``size`` attribute, that is the length of the version
+    #: it actually opened (the file may have been replaced since ``size`` was read).
     open: Callable[[], Iterator[bytes]]
 
 

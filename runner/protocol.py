@@ -134,7 +134,12 @@ class _ExactReader:
 
     def __init__(self, item: InputFile) -> None:
         self._item = item
-        self._chunks: Iterator[bytes] = iter(item.open())
+        opened = item.open()
+        # The store may have replaced the file since the request was planned: an
+        # opener that knows the size of the version it opened says so (InputFile).
+        size = getattr(opened, "size", None)
+        self.size = size if isinstance(size, int) else item.size
+        self._chunks: Iterator[bytes] = iter(opened)
         self._buffer = b""
         self.delivered = 0
 
@@ -146,19 +151,16 @@ class _ExactReader:
             self._buffer += chunk
         data, self._buffer = self._buffer[:size], self._buffer[size:]
         self.delivered += len(data)
-        if len(data) < size and self.delivered < self._item.size:
+        if len(data) < size and self.delivered < self.size:
             raise StorageError(
-                f"input file {self._item.name!r} ended after {self.delivered} of "
-                f"{self._item.size} bytes"
+                f"input file {self._item.name!r} ended after {self.delivered} of {self.size} bytes"
             )
         return data
 
     def check_exhausted(self) -> None:
         """Raise ``StorageError`` if the stream holds more than ``size`` bytes."""
         if self._buffer or next(self._chunks, b""):
-            raise StorageError(
-                f"input file {self._item.name!r} is longer than {self._item.size} bytes"
-            )
+            raise StorageError(f"input file {self._item.name!r} is longer than {self.size} bytes")
 
     def close(self) -> None:
         close = getattr(self._chunks, "close", None)
@@ -173,12 +175,12 @@ def write_input_tar(files: Iterable[InputFile], sink: ByteSink) -> None:
     with tarfile.open(fileobj=cast("IO[bytes]", sink), mode="w|", format=tarfile.PAX_FORMAT) as tar:
         tar.copybufsize = _COPY_CHUNK  # type: ignore[attr-defined]  # a TarFile option the stubs omit
         for item in files:
+            reader = _ExactReader(item)
             info = tarfile.TarInfo(item.name)
-            info.size = item.size
+            info.size = reader.size
             info.mode = 0o644
             info.mtime = now
             info.uid = info.gid = 1000
-            reader = _ExactReader(item)
             try:
                 tar.addfile(info, cast("IO[bytes]", reader))  # read() is all it uses
                 reader.check_exhausted()

@@ -101,12 +101,25 @@ def _resolve_inputs(
     return {name: metas[name] for name in plan}
 
 
+class _OpenedFile:
+    """The bytes of one stored file, with the size of the version actually opened."""
+
+    def __init__(self, store: SessionStore, meta: FileMeta) -> None:
+        self._obj = store.open(meta.session_id, meta.file_id)
+        self.size = self._obj.meta.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._obj.chunks)
+
+    def close(self) -> None:
+        self._obj.close()
+
+
 def _opener(store: SessionStore, meta: FileMeta) -> Iterator[bytes]:
-    obj = store.open(meta.session_id, meta.file_id)
-    try:
-        yield from obj.chunks
-    finally:
-        obj.close()
+    return _OpenedFile(store, meta)
 
 
 def _input_file(store: SessionStore, name: str, meta: FileMeta) -> InputFile:
