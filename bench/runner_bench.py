@@ -2,11 +2,14 @@
 
     uv run python bench/runner_bench.py --n 30            # cold sandbox vs docker run, + pool
     uv run python bench/runner_bench.py --n 30 --no-pool  # cold only
+    uv run python bench/runner_bench.py --n 30 --data     # + pandas: cold vs DATA pool
 
 Each iteration runs, interleaved: ``docker run --rm IMAGE python3 -c 'print(2+2)'``
-(the CLI, same image), a cold ``DockerSandbox.run`` and, with the pool, a pooled run
-(after waiting for a warm container, so it measures a pool hit). Prints p50/p90 of
-each and the ratios to ``docker run`` (target: cold <= 1.3).
+(the CLI, same image), a cold ``DockerSandbox.run`` and, with the pool, a run on a
+warm LIGHT container (after waiting for one, so it measures a pool hit). With
+``--data``, ``import pandas`` then the same print also runs cold and on a warm DATA
+container. Prints p50/p90 of each and the ratios to ``docker run`` (target: cold
+<= 1.3).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from runner.base import Language, Limits, RunRequest
 from runner.docker import DockerSandbox
 
 CODE = "print(2+2)"
+DATA_CODE = "import pandas\nprint(2+2)"
 LABELS = {"org.rce.bench": "runner_bench"}
 
 
@@ -43,9 +47,9 @@ def docker_run(image: str) -> float:
     return elapsed
 
 
-def sandbox_run(sandbox: DockerSandbox) -> float:
+def sandbox_run(sandbox: DockerSandbox, code: str = CODE) -> float:
     started = time.perf_counter()
-    result = sandbox.run(RunRequest(language=Language.PYTHON, code=CODE))
+    result = sandbox.run(RunRequest(language=Language.PYTHON, code=code))
     elapsed = time.perf_counter() - started
     assert result.stdout == "4\n" and result.exit_code == 0, result
     return elapsed
@@ -67,15 +71,23 @@ def main() -> None:
         "--image", default=os.environ.get("RCE_IMAGE_NAME") or "custom-rce-kernel:latest"
     )
     parser.add_argument("--no-pool", action="store_true", help="skip the warm-pool runs")
+    parser.add_argument("--data", action="store_true", help="also time `import pandas` runs")
     args = parser.parse_args()
 
     cold = DockerSandbox(image=args.image, labels=LABELS)
-    pooled = None
+    warm: dict[str, DockerSandbox] = {}
     if not args.no_pool:
-        pooled = DockerSandbox(image=args.image, labels=LABELS, pool_size=1, pool_limits=Limits())
+        warm["DockerSandbox pooled"] = DockerSandbox(
+            image=args.image, labels=LABELS, pool_size=1, pool_limits=Limits()
+        )
+    if args.data and not args.no_pool:
+        warm["pandas, pooled DATA"] = DockerSandbox(
+            image=args.image, labels=LABELS, pool_data_size=1, pool_limits=Limits()
+        )
     samples: dict[str, list[float]] = {"docker run --rm": [], "DockerSandbox cold": []}
-    if pooled is not None:
-        samples["DockerSandbox pooled"] = []
+    if args.data:
+        samples["pandas, cold"] = []
+    samples.update({name: [] for name in warm})
     try:
         cold.ping()
         docker_run(args.image)  # warm the engine's caches for both paths
@@ -83,17 +95,20 @@ def main() -> None:
         for i in range(args.n):
             samples["docker run --rm"].append(docker_run(args.image))
             samples["DockerSandbox cold"].append(sandbox_run(cold))
-            if pooled is not None:
-                if not pooled.wait_pool_ready(120):
+            if args.data:
+                samples["pandas, cold"].append(sandbox_run(cold, DATA_CODE))
+            for name, box in warm.items():
+                if not box.wait_pool_ready(120):
                     raise SystemExit("the warm pool did not fill")
                 time.sleep(0.2)  # let the refilled agent settle before measuring
-                samples["DockerSandbox pooled"].append(sandbox_run(pooled))
+                code = DATA_CODE if name.startswith("pandas") else CODE
+                samples[name].append(sandbox_run(box, code))
             print(f"\r{i + 1}/{args.n}", end="", flush=True)
         print()
     finally:
         cold.close()
-        if pooled is not None:
-            pooled.close()
+        for box in warm.values():
+            box.close()
     baseline = samples["docker run --rm"]
     print(f"image {args.image}, {args.n} iterations, interleaved")
     for name, values in samples.items():

@@ -40,6 +40,7 @@ def build_sandbox(settings: Settings) -> Sandbox:
         gpu=settings.gpu_enabled,
         runtime=settings.runtime,
         pool_size=settings.pool_size,
+        pool_data_size=settings.pool_data_size,
         limits=settings.limits(),
         max_run_timeout_s=settings.max_run_timeout_s,
         labels=settings.container_label_map(),

@@ -101,7 +101,13 @@ class Settings(BaseSettings):
     tmp_size: str = "64m"
     max_open_files: int = 1024
     pool_size: int = Field(
-        default_factory=lambda: 0 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else 2
+        default_factory=lambda: 0 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else 2,
+        description="Warm light sandboxes (python3 and the agent only); 0 disables them.",
+    )
+    pool_data_size: int = Field(
+        default_factory=lambda: 0 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else 2,
+        description="Warm sandboxes with numpy, pandas and matplotlib already imported, "
+        "for code importing data libraries; 0 disables them.",
     )
     reaper_interval_s: float = 60.0
     container_labels: str = Field(
@@ -157,6 +163,8 @@ class Settings(BaseSettings):
         self.container_label_map()
         if self.pool_size < 0:
             raise ValueError("RCE_POOL_SIZE must be >= 0")
+        if self.pool_data_size < 0:
+            raise ValueError("RCE_POOL_DATA_SIZE must be >= 0")
         return self
 
     def container_label_map(self) -> dict[str, str]:

@@ -10,20 +10,22 @@ file size limits, an init that reaps zombies, and no binds, volumes or devices
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from docker.types import DeviceRequest
 
-from runner.base import Limits, RunRequest
+from runner.base import Language, Limits, RunRequest
 
 NAME_PREFIX = "rce-sbx-"
 SANDBOX_USER = "1000:1000"
 WORKDIR = "/mnt/data"
 AGENT_CMD = ("python3", "/opt/rce/rce_agent.py")
-PRELOAD_ENV = "RCE_AGENT_PRELOAD=1"
+PRELOAD_ENV = "RCE_AGENT_PRELOAD"
 
 LABEL_SERVICE = "org.rce.service"
 LABEL_EXEC_ID = "org.rce.exec-id"
@@ -43,6 +45,49 @@ REAP_MARGIN_S = 60.0
 #: Slowest input upload accepted, in bytes per second (on top of a fixed 30 s).
 MIN_UPLOAD_RATE = 4 * 1024 * 1024
 UPLOAD_BASE_S = 30.0
+
+
+class Flavour(StrEnum):
+    """What a warm (pooled) agent loads before its job; the value is its ``RCE_AGENT_PRELOAD``.
+
+    Both report ready before the job and run Python in a forked child of the agent.
+    """
+
+    #: python3 and the agent only: cheap to start, for most code.
+    LIGHT = "light"
+    #: numpy, pandas and matplotlib imported: for code that imports data libraries.
+    DATA = "data"
+
+
+#: Top-level modules whose import makes code prefer a ``Flavour.DATA`` container
+#: (those preloaded, and libraries that import them).
+DATA_MODULES = frozenset(
+    ("numpy", "pandas", "matplotlib", "scipy", "sklearn", "seaborn", "statsmodels")
+)
+_IMPORT = re.compile(r"(?:^|;)[ \t]*(import|from)[ \t]+([^;#\n]*)", re.MULTILINE)
+
+
+def imported_modules(code: str) -> set[str]:
+    """Top-level names of the modules ``code``'s import statements name (a heuristic)."""
+    found: set[str] = set()
+    for match in _IMPORT.finditer(code):
+        kind, rest = match.groups()
+        clauses = [rest] if kind == "from" else rest.strip("()\\ \t").split(",")
+        for clause in clauses:
+            words = clause.split()
+            if words:
+                found.add(words[0].lstrip("(").split(".")[0])
+    return found
+
+
+def flavour_for(request: RunRequest) -> Flavour:
+    """The warm flavour that serves ``request`` best: DATA for Python importing
+    ``DATA_MODULES``, LIGHT for everything else (bash included). Only speed depends on it."""
+    if request.language is Language.PYTHON and not imported_modules(request.code).isdisjoint(
+        DATA_MODULES
+    ):
+        return Flavour.DATA
+    return Flavour.LIGHT
 
 
 def new_name() -> str:
@@ -161,15 +206,15 @@ def host_config(key: ContainerKey) -> dict[str, Any]:
 
 
 def create_body(
-    key: ContainerKey, *, container_labels: dict[str, str], preload: bool
+    key: ContainerKey, *, container_labels: dict[str, str], warm: Flavour | None = None
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /containers/create`` for one sandbox."""
+    """The JSON body of ``POST /containers/create`` for one sandbox (``warm``: pooled)."""
     return {
         "Image": key.image,
         "Cmd": list(AGENT_CMD),
         "User": SANDBOX_USER,
         "WorkingDir": WORKDIR,
-        "Env": [PRELOAD_ENV] if preload else [],
+        "Env": [f"{PRELOAD_ENV}={warm.value}"] if warm is not None else [],
         "Labels": container_labels,
         "AttachStdin": True,
         "AttachStdout": True,

@@ -4,11 +4,21 @@ With its private ``runner._docker_*`` modules, this is the only code importing `
 
 Every run gets a brand-new container that no other run touched: created from the
 sandbox image with the hardening of ``runner._docker_config``, attached (stdin,
-stdout, stderr) and started, or taken pre-started from the warm pool. The host
-sends the agent inside one job (header + tar of the inputs), half-closes stdin and
-reads one reply (``runner.protocol``), trusting nothing in it. The container is
-then removed by a background thread, whatever happened; ``reap()`` removes the
-ones a crashed process left behind once their ``org.rce.deadline`` has passed.
+stdout, stderr) and started, or taken pre-started from a warm pool. The host sends
+the agent inside one job (header + tar of the inputs), half-closes stdin and reads
+one reply (``runner.protocol``), trusting nothing in it. The container is then
+removed by a background thread, whatever happened; ``reap()`` removes the ones a
+crashed process left behind once their ``org.rce.deadline`` has passed (or, never
+started, soon after their creation).
+
+There is a warm pool per ``Flavour``: LIGHT agents (python3 and the agent only,
+cheap to refill) and DATA agents (numpy, pandas and matplotlib imported, about half
+a CPU-second to refill). Python code importing a data library takes a DATA
+container, anything else a LIGHT one. A DATA request finding none takes a LIGHT one
+(started already, it beats a cold start); a LIGHT request takes a DATA one only when
+there is no LIGHT pool (its refill costs more than the cold start it saves). Cold
+starts run the LIGHT agent too (by default), so Python code always runs in a forked
+child of the agent, set up to behave as ``python3 main.py``.
 
 After creation every call addresses the container by its ``rce-sbx-…`` name (the
 socket proxy in front of the engine only lets those through), and only these
@@ -19,9 +29,12 @@ endpoints are used: ``/_ping``, ``/version``, ``/images/{name}/json``,
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -62,6 +75,11 @@ _ATTACH = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
 POOL_READY_TIMEOUT_S = 120.0
 #: How long a pooled container may sit idle before it is replaced.
 POOL_MAX_IDLE_S = 600.0
+#: Pauses before each retry of a failed removal.
+_REMOVE_RETRY_S = (0.1, 0.5, 2.0)
+#: A container still in the "created" state this long after its creation was never
+#: started (its creator died mid-way): the reaper removes it before its deadline.
+UNSTARTED_GRACE_S = 300.0
 
 
 @dataclass(eq=False)
@@ -73,6 +91,8 @@ class _Container:
     #: Unix time after which the reaper may remove it (its label).
     deadline: float
     pooled: bool = False
+    #: Its agent's READY frame is still to be read (a cold start of a warm flavour).
+    ready_unread: bool = False
     removed: bool = field(default=False)
 
 
@@ -87,16 +107,22 @@ class DockerSandbox:
         gpu: bool = False,
         runtime: str | None = None,
         pool_size: int = 0,
+        pool_data_size: int = 0,
         pool_limits: Limits | None = None,
         pool_max_idle_s: float = POOL_MAX_IDLE_S,
         max_run_timeout_s: float = 300.0,
         labels: Mapping[str, str] | None = None,
+        cold_flavour: cfg.Flavour | None = cfg.Flavour.LIGHT,
     ) -> None:
         """``client`` is a docker client or a factory for one (default: ``docker.from_env``).
 
-        No I/O happens here except starting the warm pool's background threads when
-        ``pool_size`` > 0 and ``pool_limits`` is given (otherwise the pool starts with
-        the first run's limits). ``labels`` are added to every container.
+        ``pool_size`` LIGHT and ``pool_data_size`` DATA containers are kept warm. No
+        I/O happens here except starting the pools' background threads when a size is
+        > 0 and ``pool_limits`` is given (otherwise they start with the first run's
+        limits). ``labels`` are added to every container. A cold start runs the
+        ``cold_flavour`` agent (LIGHT: Python code runs in a forked child of the agent,
+        saving a second interpreter start); ``None`` runs Python as a fresh
+        ``python3 main.py``, the behaviour the forked child reproduces.
         """
         self.image = image
         self.gpu = gpu
@@ -105,6 +131,7 @@ class DockerSandbox:
         self._client: docker.APIClient | None = None
         self._client_lock = threading.Lock()
         self._labels = dict(labels or {})
+        self._cold_flavour = cold_flavour
         self._max_run_timeout_s = max_run_timeout_s
         self._removal = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rce-remove")
         self._closing = threading.Event()
@@ -112,18 +139,26 @@ class DockerSandbox:
         self._counters = dict.fromkeys(
             ("pool_hits", "pool_misses", "containers_started", "container_failures"), 0
         )
-        self._pool: WarmPool[cfg.ContainerKey, _Container] | None = None
         self._pool_max_idle_s = pool_max_idle_s
-        if pool_size > 0:
-            self._pool = WarmPool(
-                size=pool_size,
-                create=self._create_pooled,
-                destroy=self._discard,
-                max_idle_s=pool_max_idle_s,
-                healthy=lambda c: c.stream.idle_and_alive(),
-            )
+        self._pools: dict[cfg.Flavour, WarmPool[cfg.ContainerKey, _Container]] = {}
+        for flavour, size in ((cfg.Flavour.LIGHT, pool_size), (cfg.Flavour.DATA, pool_data_size)):
+            if size > 0:
+                self._pools[flavour] = WarmPool(
+                    size=size,
+                    create=functools.partial(self._create_pooled, flavour=flavour),
+                    destroy=self._discard,
+                    max_idle_s=pool_max_idle_s,
+                    healthy=lambda c: c.stream.idle_and_alive(),
+                )
+        self._exit_hook: Callable[[], None] | None = None
+        if self._pools:
+            # A process that exits without close() (a server stopped before its
+            # start-up completed) must not leave its warm containers behind.
+            self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
+            atexit.register(self._exit_hook)
             if pool_limits is not None:
-                self._pool.start(self._key(pool_limits))
+                for pool in self._pools.values():
+                    pool.start(self._key(pool_limits))
 
     @classmethod
     def from_settings(
@@ -133,18 +168,20 @@ class DockerSandbox:
         gpu: bool = False,
         runtime: str | None = None,
         pool_size: int = 0,
+        pool_data_size: int = 0,
         limits: Limits | None = None,
         client: ClientSource | None = None,
         max_run_timeout_s: float = 300.0,
         labels: Mapping[str, str] | None = None,
     ) -> DockerSandbox:
-        """The sandbox the service runs: its warm pool keyed by the configured ``limits``."""
+        """The sandbox the service runs: its warm pools keyed by the configured ``limits``."""
         return cls(
             client,
             image=image,
             gpu=gpu,
             runtime=runtime,
             pool_size=pool_size,
+            pool_data_size=pool_data_size,
             pool_limits=limits or Limits(),
             max_run_timeout_s=max_run_timeout_s,
             labels=labels,
@@ -171,7 +208,8 @@ class DockerSandbox:
             api.inspect_image(self.image)  # type: ignore[no-untyped-call]
 
     def reap(self) -> int:
-        """Remove our containers (``org.rce.service=rce``) whose deadline has passed."""
+        """Remove our containers (``org.rce.service=rce``) whose deadline has passed,
+        and those never started ``UNSTARTED_GRACE_S`` after their creation."""
         api = self._api()
         with engine_errors("list sandbox containers", self.image):
             listed = api.containers(
@@ -183,13 +221,9 @@ class DockerSandbox:
             labels = item.get("Labels") or {}
             if labels.get(cfg.LABEL_SERVICE) != cfg.SERVICE:
                 continue
-            try:
-                deadline = float(labels.get(cfg.LABEL_DEADLINE, "0"))
-            except ValueError:
-                deadline = 0.0
             names = [n.lstrip("/") for n in item.get("Names") or []]
             name = next((n for n in names if n.startswith(cfg.NAME_PREFIX)), None)
-            if name is None or deadline > now:
+            if name is None or not _expired(item, labels, now):
                 continue
             try:
                 with engine_errors("remove an expired sandbox", self.image):
@@ -201,29 +235,47 @@ class DockerSandbox:
         return removed
 
     def close(self) -> None:
-        """Drain the warm pool and wait for pending removals. Idempotent."""
+        """Drain the warm pools and wait for pending removals. Idempotent.
+
+        A pooled container being created meanwhile is removed once its creation
+        returns: ``close()`` returns only after that.
+        """
         if self._closing.is_set():
             return
         self._closing.set()
-        if self._pool is not None:
-            self._pool.close()
+        if self._exit_hook is not None:
+            atexit.unregister(self._exit_hook)
+        closers = [
+            threading.Thread(target=pool.close, name="rce-pool-close")
+            for pool in self._pools.values()
+        ]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()
         self._removal.shutdown(wait=True)
 
     # --------------------------------------------------------------- helpers
 
     def wait_pool_ready(self, timeout_s: float = 60.0) -> bool:
-        """Block until the warm pool is full (benchmarks and tests); False on timeout."""
-        return self._pool is not None and self._pool.wait_ready(timeout_s=timeout_s)
+        """Block until every warm pool is full (benchmarks and tests); False on timeout."""
+        end = time.monotonic() + timeout_s
+        return bool(self._pools) and all(
+            pool.wait_ready(timeout_s=max(0.0, end - time.monotonic()))
+            for pool in self._pools.values()
+        )
 
     def stats(self) -> dict[str, int]:
-        """Counters for /metrics: the warm pool and container starts."""
-        pool = self._pool.stats() if self._pool is not None else {}
+        """Counters for /metrics: the warm pools (all, then per flavour) and container starts."""
+        pools = {flavour: pool.stats() for flavour, pool in self._pools.items()}
         with self._stats_lock:
             counters = dict(self._counters)
+        ready = {f"pool_size_{f.value}": pools.get(f, {}).get("ready", 0) for f in cfg.Flavour}
         return {
-            "pool_size": pool.get("ready", 0),
-            "pool_pending": pool.get("pending", 0),
-            "pool_target": pool.get("size", 0),
+            "pool_size": sum(p["ready"] for p in pools.values()),
+            **ready,
+            "pool_pending": sum(p["pending"] for p in pools.values()),
+            "pool_target": sum(p["size"] for p in pools.values()),
             **counters,
         }
 
@@ -245,16 +297,20 @@ class DockerSandbox:
 
     # ------------------------------------------------------------ containers
 
-    def _create(self, key: cfg.ContainerKey, labels: dict[str, str], *, preload: bool) -> str:
+    def _create(
+        self, key: cfg.ContainerKey, labels: dict[str, str], *, warm: cfg.Flavour | None
+    ) -> str:
         """Create (not start) a container; return its name."""
         api = self._api()
         name = cfg.new_name()
-        body = cfg.create_body(key, container_labels=labels, preload=preload)
+        body = cfg.create_body(key, container_labels=labels, warm=warm)
         try:
             with engine_errors("create the sandbox container", self.image):
                 api.create_container_from_config(body, name=name)  # type: ignore[no-untyped-call]
         except SandboxError:
             self._count("container_failures")
+            # A create that timed out may still have happened: try once, quietly.
+            self._remove_later(name, retry_s=(), quiet=True)
             raise
         self._count("containers_started")
         return name
@@ -282,14 +338,18 @@ class DockerSandbox:
         labels = cfg.labels(
             exec_id=request.exec_id, deadline_s=budget, pooled=False, extra=self._labels
         )
-        name = self._create(self._key(request.limits), labels, preload=False)
-        return self._attach_and_start(name, float(labels[cfg.LABEL_DEADLINE]), pooled=False)
+        name = self._create(self._key(request.limits), labels, warm=self._cold_flavour)
+        container = self._attach_and_start(name, float(labels[cfg.LABEL_DEADLINE]), pooled=False)
+        container.ready_unread = self._cold_flavour is not None
+        return container
 
-    def _create_pooled(self, key: cfg.ContainerKey) -> _Container:
-        """Start a preloaded container and wait until its agent reports ready."""
+    def _create_pooled(self, key: cfg.ContainerKey, *, flavour: cfg.Flavour) -> _Container:
+        """Start a warm container of ``flavour`` and wait until its agent reports ready."""
+        if self._closing.is_set():
+            raise SandboxStartFailed("the sandbox is closing")
         budget = self._pool_max_idle_s + self._max_run_timeout_s + 600.0
         labels = cfg.labels(exec_id="pool", deadline_s=budget, pooled=True, extra=self._labels)
-        name = self._create(key, labels, preload=True)
+        name = self._create(key, labels, warm=flavour)
         container = self._attach_and_start(name, float(labels[cfg.LABEL_DEADLINE]), pooled=True)
         try:
             self._wait_ready(container)
@@ -299,35 +359,55 @@ class DockerSandbox:
         return container
 
     def _wait_ready(self, container: _Container) -> None:
+        """Wait for the agent's READY frame, giving up when the sandbox closes (or
+        the process exits) or after ``POOL_READY_TIMEOUT_S``."""
         stream = container.stream
         end = time.monotonic() + POOL_READY_TIMEOUT_S
         while True:
-            if self._closing.is_set():
+            if self._closing.is_set() or not threading.main_thread().is_alive():
                 raise SandboxStartFailed("the sandbox is closing")
             stream.first_byte_deadline = min(end, time.monotonic() + 0.5)
             try:
-                head = read_exact(stream, FRAME.size)
-                break
+                _read_ready(stream)
+                return
             except StreamTimeout:
                 if time.monotonic() >= end:
                     raise SandboxStartFailed("a pooled sandbox did not become ready") from None
-        if len(head) != FRAME.size or FRAME.unpack(head) != (READY, 0):
-            raise SandboxStartFailed("a pooled sandbox failed to start its agent")
-        stream.got_reply = False
+            except ProtocolError as exc:
+                raise SandboxStartFailed("a pooled sandbox failed to start its agent") from exc
 
     def _take_pooled(self, request: RunRequest) -> _Container | None:
-        if self._pool is None or self._closing.is_set():
+        """A warm container for ``request`` (see ``_pool_order``), or None."""
+        if not self._pools or self._closing.is_set():
             return None
-        container = self._pool.take(self._key(request.limits))
-        if container is None:
-            self._count("pool_misses")
-            return None
-        if container.deadline - time.time() < cfg.run_budget_s(request):
-            self._discard(container)
-            self._count("pool_misses")
-            return None
-        self._count("pool_hits")
-        return container
+        key = self._key(request.limits)
+        for flavour in self._pool_order(cfg.flavour_for(request)):
+            container = self._pools[flavour].take(key)
+            if container is None:
+                continue
+            if container.deadline - time.time() < cfg.run_budget_s(request):
+                self._discard(container)
+                continue
+            self._count("pool_hits")
+            return container
+        self._count("pool_misses")
+        return None
+
+    def _pool_order(self, wanted: cfg.Flavour) -> list[cfg.Flavour]:
+        """The pools a request of flavour ``wanted`` takes from, in order.
+
+        A DATA request falls back to a LIGHT container (started already, it beats a
+        cold start). A LIGHT request never takes a DATA container (its refill costs
+        half a CPU-second, more than the cold start it saves) unless there is no
+        LIGHT pool at all (then the DATA pool serves every request).
+        """
+        if wanted is cfg.Flavour.DATA:
+            order = [cfg.Flavour.DATA, cfg.Flavour.LIGHT]
+        elif cfg.Flavour.LIGHT in self._pools:
+            order = [cfg.Flavour.LIGHT]
+        else:
+            order = [cfg.Flavour.DATA]
+        return [flavour for flavour in order if flavour in self._pools]
 
     def _discard(self, container: _Container) -> None:
         """Close the stream now; remove the container in the background."""
@@ -337,19 +417,33 @@ class DockerSandbox:
         container.stream.close()
         self._remove_later(container.name)
 
-    def _remove_later(self, name: str) -> None:
+    def _remove_later(
+        self, name: str, *, retry_s: tuple[float, ...] = _REMOVE_RETRY_S, quiet: bool = False
+    ) -> None:
         try:
-            self._removal.submit(self._remove, name)
+            self._removal.submit(self._remove, name, retry_s=retry_s, quiet=quiet)
         except RuntimeError:  # closed: remove inline
-            self._remove(name)
+            self._remove(name, retry_s=retry_s, quiet=quiet)
 
-    def _remove(self, name: str) -> None:
-        try:
-            with engine_errors("remove the sandbox container", self.image):
-                self._api().remove_container(name, force=True)
-        except SandboxError as exc:
-            if not already_gone(exc):
-                log.warning("could not remove %s (the reaper will): %s", name, exc.message)
+    def _remove(
+        self, name: str, *, retry_s: tuple[float, ...] = _REMOVE_RETRY_S, quiet: bool = False
+    ) -> None:
+        """Force-remove ``name``. An engine that answers with an error is asked again
+        after each pause of ``retry_s``: it refuses to remove a container that exits
+        while it kills it ("cannot remove - ... is not running")."""
+        for delay_s in (*retry_s, None):
+            try:
+                with engine_errors("remove the sandbox container", self.image):
+                    self._api().remove_container(name, force=True)
+                return
+            except SandboxError as exc:
+                if already_gone(exc):
+                    return
+                if delay_s is None or not isinstance(exc, SandboxStartFailed):
+                    if not quiet:
+                        log.warning("could not remove %s (the reaper will): %s", name, exc.message)
+                    return
+                time.sleep(delay_s)
 
     # -------------------------------------------------------------- exchange
 
@@ -362,7 +456,7 @@ class DockerSandbox:
         stream.first_byte_deadline = now + request.limits.run_timeout_s + cfg.START_GRACE_S
         stream.idle_s = cfg.IDLE_TIMEOUT_S
         stream.final_deadline = stream.first_byte_deadline + cfg.COLLECT_BUDGET_S
-        reader = ReplyReader(stream, request)
+        reader = ReplyReader(_AfterReady(stream) if container.ready_unread else stream, request)
         reply = reader.reply
         try:
             reader.read()
@@ -436,3 +530,50 @@ class DockerSandbox:
         except (SandboxError, requests.exceptions.RequestException) as exc:
             log.info("could not inspect %s: %s", name, exc)
             return {}
+
+
+class _AfterReady:
+    """The reply of a cold-started warm agent, its READY frame consumed first (so the
+    program's silence is timed as before a reply). An agent too old to know its
+    flavour sends none: its reply is read as is."""
+
+    def __init__(self, stream: AttachedStream) -> None:
+        self._stream = stream
+        self._head: bytes | None = None
+
+    def read(self, size: int) -> bytes:
+        if self._head is None:
+            head = read_exact(self._stream, FRAME.size)
+            if head == FRAME.pack(READY, 0):
+                self._stream.got_reply = False
+                head = b""
+            self._head = head
+        if self._head:
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._stream.read(size)
+
+
+def _read_ready(stream: AttachedStream) -> None:
+    """Consume the agent's READY frame (sent before it reads its job)."""
+    head = read_exact(stream, FRAME.size)
+    if len(head) != FRAME.size or FRAME.unpack(head) != (READY, 0):
+        raise ProtocolError("the agent did not report ready")
+    stream.got_reply = False
+
+
+def _expired(item: Mapping[str, Any], labels: Mapping[str, str], now: float) -> bool:
+    """Whether the reaper may remove this listed container."""
+    try:
+        if float(labels.get(cfg.LABEL_DEADLINE, "0")) <= now:
+            return True
+        created = float(labels.get(cfg.LABEL_CREATED, str(now)))
+    except ValueError:
+        return True
+    return item.get("State") == "created" and now - created > UNSTARTED_GRACE_S
+
+
+def _close_at_exit(ref: weakref.ref[DockerSandbox]) -> None:
+    sandbox = ref()
+    if sandbox is not None:
+        sandbox.close()

@@ -50,7 +50,9 @@ class WarmPool(Generic[K, E]):
         max_idle_s: float,
         healthy: Callable[[E], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        parallel_fills: int | None = None,
     ) -> None:
+        """``parallel_fills`` bounds the entries created at once (default: size, at most 4)."""
         if size < 0:
             raise ValueError("pool size must be >= 0")
         self.size = size
@@ -68,7 +70,7 @@ class WarmPool(Generic[K, E]):
         self._retry_at = 0.0
         self._closed = False
         self._workers = ThreadPoolExecutor(
-            max_workers=max(1, min(size, 4)), thread_name_prefix="rce-pool-fill"
+            max_workers=max(1, parallel_fills or min(size, 4)), thread_name_prefix="rce-pool-fill"
         )
         self._thread: threading.Thread | None = None
 
@@ -138,7 +140,8 @@ class WarmPool(Generic[K, E]):
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join()
-        self._workers.shutdown(wait=True)
+        # Queued fills never start; one in progress finishes and destroys its entry.
+        self._workers.shutdown(wait=True, cancel_futures=True)
         for entry in entries:
             self._destroy_quietly(entry)
 
@@ -181,6 +184,10 @@ class WarmPool(Generic[K, E]):
                     self._cond.wait(_TICK_S)
 
     def _fill(self, key: K, generation: int) -> None:
+        with self._cond:
+            if self._closed:
+                self._pending -= 1
+                return
         try:
             entry = self._create(key)
         except Exception as exc:

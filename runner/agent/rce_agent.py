@@ -25,9 +25,11 @@ Reply (stdout): frames of a 1-byte kind + u32 big-endian length + payload:
 
 The agent's own diagnostics go to stderr.
 
-With ``RCE_AGENT_PRELOAD=1`` (warm pool) the agent imports numpy, pandas and
-matplotlib before it waits for its job, and runs Python code in a forked child of
-itself, set up to behave as ``python3 main.py`` would. Bash always runs cold.
+``RCE_AGENT_PRELOAD`` makes a warm-pool agent: it reports ready (``P``) before it
+waits for its job, and runs Python code in a forked child of itself, set up to
+behave as ``python3 main.py`` would. With ``data`` (or ``1``) it first imports
+numpy, pandas and matplotlib; with ``light`` it imports nothing more. Without it
+(a cold start) Python code runs as ``python3 main.py``. Bash always runs cold.
 """
 
 import builtins
@@ -51,6 +53,8 @@ MAX_ENTRIES = 200_000
 DRAIN_AFTER_EXIT_S = 2.0
 AGENT_ENV = ("RCE_AGENT_PRELOAD",)
 PRELOAD_MODULES = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot")
+#: RCE_AGENT_PRELOAD values: the modules each warm flavour imports before the job.
+WARM_FLAVOURS = {"data": PRELOAD_MODULES, "1": PRELOAD_MODULES, "light": ()}
 
 # The interpreter state a cold ``python3 main.py`` starts from, captured before any
 # preloading so a forked child can be put back into it.
@@ -384,7 +388,9 @@ def exit_code_of(status):
 # ---------------------------------------------------------------- collection
 
 
-def _file_digest(fd, hashlib):
+def _file_digest(fd):
+    import hashlib  # only when an input must be compared: it loads OpenSSL
+
     digest = hashlib.sha256()
     while True:
         chunk = os.read(fd, CHUNK)
@@ -439,9 +445,6 @@ class Collector:
     """Walks the workspace without following links and sends new or changed files."""
 
     def __init__(self, before, max_file_bytes, max_files):
-        import hashlib
-
-        self.hashlib = hashlib
         self.before = before
         self.max_file_bytes = max_file_bytes
         self.max_files = max_files
@@ -519,7 +522,7 @@ class Collector:
                 return
             self.seen.add(rel)
             if rel in self.before and st.st_size <= self.max_file_bytes:
-                if _file_digest(fd, self.hashlib) == self.before[rel]:
+                if _file_digest(fd) == self.before[rel]:
                     return
             if st.st_size > self.max_file_bytes:
                 self.skip(
@@ -725,13 +728,13 @@ def run_preloaded(path, args, env):
     _finalize_and_exit(status, module.__dict__, by_sigint)
 
 
-def preload():
-    """Import the heavy data libraries before the job arrives (warm pool).
+def preload(modules):
+    """Import ``modules`` (the heavy data libraries) before the job arrives (warm pool).
 
     The warning filters these imports add stay: a program that imports them cold
     gets the same ones.
     """
-    for name in PRELOAD_MODULES:
+    for name in modules:
         try:
             __import__(name)
         except Exception as exc:  # a library missing from this image is not fatal
@@ -816,9 +819,11 @@ def run_job(job, preloaded):
 def main():
     # Files uploaded to the workspace must not shadow what the agent imports.
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != WORKDIR]
-    preloaded = os.environ.get("RCE_AGENT_PRELOAD") == "1"
+    modules = WARM_FLAVOURS.get(os.environ.get("RCE_AGENT_PRELOAD", ""))
+    preloaded = modules is not None
     if preloaded:
-        preload()
+        if modules:
+            preload(modules)
         send_frame(b"P")
     try:
         job = read_job()

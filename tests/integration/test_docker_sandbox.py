@@ -1,7 +1,8 @@
 """``DockerSandbox`` on the real engine: behaviour, limits and hardening.
 
-Every hardening and limit test runs twice: with cold containers and with the warm
-pool (``mode``). Each test asserts the outcome a user or an attacker would see.
+Every hardening and limit test runs three times (``mode``): with cold containers,
+with a warm LIGHT pool and with a warm DATA pool (agents that preloaded numpy, pandas
+and matplotlib). Each test asserts the outcome a user or an attacker would see.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import psutil
 import pytest
 
 from core.errors import InvalidRequest, SandboxImageMissing, SandboxUnavailable
+from runner import _docker_config as cfg
 from runner.base import Language, Limits, RunRequest, RunResult
 from runner.docker import DockerSandbox
 from tests.support.docker_plugin import execute, input_file, our_containers, wait_until_gone
@@ -30,7 +32,15 @@ pytestmark = pytest.mark.docker
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module", params=["cold", "pooled"])
+#: DockerSandbox pool arguments of each mode (without a LIGHT pool, DATA serves all).
+POOLS: dict[str, dict[str, Any]] = {
+    "cold": {},
+    "pooled": {"pool_size": 1},
+    "pooled_data": {"pool_data_size": 1},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(POOLS))
 def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -40,13 +50,12 @@ def sandbox(
     mode: str, docker_client: docker.DockerClient, sandbox_image: str, run_labels: dict[str, str]
 ) -> Iterator[DockerSandbox]:
     """One sandbox per mode with the default limits (pool of one when pooled)."""
-    pooled = mode == "pooled"
     box = DockerSandbox(
         docker_client,
         image=sandbox_image,
         labels=run_labels,
-        pool_size=1 if pooled else 0,
-        pool_limits=Limits() if pooled else None,
+        pool_limits=Limits() if POOLS[mode] else None,
+        **POOLS[mode],
     )
     yield box
     box.close()
@@ -59,8 +68,8 @@ def sandbox_with(
     """A sandbox (in the current mode) whose containers have other limits."""
 
     def make(**limits: Any) -> DockerSandbox:
-        if mode == "pooled":
-            return make_sandbox(pool_size=1, pool_limits=replace(Limits(), **limits))
+        if POOLS[mode]:
+            return make_sandbox(pool_limits=replace(Limits(), **limits), **POOLS[mode])
         return make_sandbox()
 
     return make
@@ -81,6 +90,15 @@ class TestBasics:
     def test_arguments_reach_the_program(self, sandbox: DockerSandbox) -> None:
         result = execute(sandbox, "import sys; print(sys.argv[1:])", args=("a b", "--x", "ü"))
         assert result.stdout == "['a b', '--x', 'ü']\n"
+
+    def test_a_program_silent_longer_than_the_idle_limit_completes(
+        self, sandbox: DockerSandbox, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Only the run limit bounds a program's silence: the idle limit applies once
+        its reply streams (the agent's ready signal does not start it)."""
+        monkeypatch.setattr(cfg, "IDLE_TIMEOUT_S", 0.5)
+        result = execute(sandbox, "import time\ntime.sleep(1.5)\nprint('done')\n")
+        assert (result.stdout, result.exit_code, result.timed_out) == ("done\n", 0, False)
 
     def test_binary_output_is_decoded_safely(self, sandbox: DockerSandbox) -> None:
         result = execute(sandbox, "import sys; sys.stdout.buffer.write(b'ok\\xff\\xfe\\n')")

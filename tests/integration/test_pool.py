@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import pytest
@@ -21,6 +25,10 @@ from runner.base import Language, Limits, RunRequest
 from runner.docker import DockerSandbox
 from runner.pool import WarmPool
 from tests.support.docker_plugin import execute, our_containers, wait_until_gone
+
+REPO = Path(__file__).resolve().parents[2]
+#: Prints whether pandas was imported before the program's first line ran.
+PRELOADED = "import sys\nprint('pandas' in sys.modules)\n"
 
 
 @dataclass(eq=False)
@@ -151,6 +159,46 @@ class TestWarmPool:
         assert all(e.destroyed for e in factory.created)
         assert pool.take("k") is None
 
+    def test_close_during_a_fill_destroys_its_entry_and_cancels_queued_fills(self) -> None:
+        factory = Factory(delay_s=0.5)
+        pool = WarmPool(
+            size=3,
+            create=factory.create,
+            destroy=factory.destroy,
+            max_idle_s=60,
+            parallel_fills=1,
+        )
+        pool.start("k")
+        assert wait_for(lambda: factory.attempts == 1)
+        pool.close()  # one fill in progress, two queued
+        assert factory.attempts == 1
+        assert len(factory.created) == 1 and factory.created[0].destroyed
+        assert pool.stats()["ready"] == 0
+
+    def test_parallel_fills_bound_concurrent_creation(self) -> None:
+        active, peak = 0, 0
+        lock = threading.Lock()
+
+        def create(key: str) -> Entry:
+            nonlocal active, peak
+            with lock:
+                active += 1
+                peak = max(peak, active)
+            time.sleep(0.1)
+            with lock:
+                active -= 1
+            return Entry(key, 0)
+
+        pool: WarmPool[str, Entry] = WarmPool(
+            size=4, create=create, destroy=lambda e: None, max_idle_s=60, parallel_fills=1
+        )
+        pool.start("k")
+        try:
+            assert pool.wait_ready(timeout_s=5)
+            assert peak == 1
+        finally:
+            pool.close()
+
     def test_unhealthy_entries_are_skipped(self) -> None:
         factory = Factory()
         pool = WarmPool(
@@ -232,10 +280,11 @@ class TestDockerPool:
         assert result.stdout == "3\n"
         assert box.wait_pool_ready(120)
         end = time.monotonic() + 10
-        while old & set(self.case_containers(docker_client, case)):
-            assert time.monotonic() < end, "the old warm container was not drained"
+        # Left: the new warm container only (the old one drained, the cold run's removed).
+        while len(current := set(self.case_containers(docker_client, case))) != 1 or old & current:
+            assert time.monotonic() < end, f"the old warm container was not drained: {current}"
             time.sleep(0.2)
-        [name] = self.case_containers(docker_client, case)
+        [name] = current
         assert docker_client.api.inspect_container(name)["HostConfig"]["PidsLimit"] == 64
 
     def test_idle_warm_containers_are_recycled(
@@ -267,3 +316,105 @@ class TestDockerPool:
             == []
         )
         assert box.stats()["pool_size"] == 0
+
+    def test_code_importing_data_libraries_takes_a_data_container(
+        self, make_sandbox: Callable[..., DockerSandbox], case: dict[str, str]
+    ) -> None:
+        box = make_sandbox(pool_size=1, pool_data_size=1, pool_limits=Limits(), labels=case)
+        assert box.wait_pool_ready(120)
+        data = execute(box, PRELOADED + "import pandas as pd\nprint(pd.Series([1, 2]).sum())\n")
+        assert data.stdout == "True\n3\n", data.stderr
+        assert box.wait_pool_ready(120)
+        light = execute(box, PRELOADED)
+        assert light.stdout == "False\n", light.stderr
+        bash = execute(box, "python3 -c 'import sys; print(len(sys.argv))'", lang=Language.BASH)
+        assert bash.stdout == "1\n", bash.stderr
+
+    def test_light_code_never_takes_a_data_container(
+        self,
+        docker_client: docker.DockerClient,
+        make_sandbox: Callable[..., DockerSandbox],
+        case: dict[str, str],
+    ) -> None:
+        box = make_sandbox(pool_size=1, pool_data_size=1, pool_limits=Limits(), labels=case)
+        assert box.wait_pool_ready(120)
+        [warm_data] = [
+            name
+            for name in self.case_containers(docker_client, case)
+            if "RCE_AGENT_PRELOAD=data"
+            in docker_client.api.inspect_container(name)["Config"]["Env"]
+        ]
+        results = [box.run(RunRequest(language=Language.PYTHON, code=PRELOADED)) for _ in range(3)]
+        assert [r.stdout for r in results] == ["False\n"] * 3
+        assert box.stats()["pool_misses"] >= 1  # the LIGHT pool ran dry: cold, not DATA
+        assert warm_data in self.case_containers(docker_client, case)
+        assert box.stats()["pool_size_data"] == 1
+
+    def test_data_code_falls_back_to_a_light_container(
+        self, make_sandbox: Callable[..., DockerSandbox], case: dict[str, str]
+    ) -> None:
+        box = make_sandbox(pool_size=1, pool_limits=Limits(), labels=case)
+        assert box.wait_pool_ready(120)
+        result = execute(box, PRELOADED + "import numpy\nprint(numpy.arange(4).sum())\n")
+        assert result.stdout == "False\n6\n", result.stderr
+
+    @pytest.mark.parametrize("moment", ["while_filling", "when_full"])
+    def test_a_process_exiting_without_close_leaves_no_container(
+        self,
+        docker_client: docker.DockerClient,
+        sandbox_image: str,
+        case: dict[str, str],
+        moment: str,
+    ) -> None:
+        """A server stopped before its shutdown hook ran: its warm containers (ready,
+        starting or being created) still go with it."""
+        script = textwrap.dedent(
+            f"""
+            import time
+            from runner.base import Limits
+            from runner.docker import DockerSandbox
+
+            box = DockerSandbox(
+                image={sandbox_image!r}, labels={case!r}, pool_size=1, pool_data_size=2,
+                pool_limits=Limits(),
+            )
+            if {moment == "when_full"}:
+                assert box.wait_pool_ready(120)
+            time.sleep(0.3)
+            """
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert self.case_containers(docker_client, case) == []
+
+    def test_reaper_removes_containers_never_started(
+        self,
+        docker_client: docker.DockerClient,
+        sandbox_image: str,
+        make_sandbox: Callable[..., DockerSandbox],
+        case: dict[str, str],
+    ) -> None:
+        now = int(time.time())
+
+        def create(created_at: int) -> str:
+            name = f"rce-sbx-{secrets.token_hex(8)}"
+            labels = {
+                **case,
+                "org.rce.service": "rce",
+                "org.rce.created-at": str(created_at),
+                "org.rce.deadline": str(now + 3600),
+            }
+            docker_client.api.create_container(
+                sandbox_image, ["true"], name=name, labels=labels, network_disabled=True
+            )
+            return name
+
+        stale, fresh = create(now - 1000), create(now)
+        try:
+            assert isinstance(make_sandbox().reap(), int)
+            left = set(self.case_containers(docker_client, case))
+            assert stale not in left and fresh in left
+        finally:
+            docker_client.api.remove_container(fresh, force=True)

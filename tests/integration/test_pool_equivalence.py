@@ -1,14 +1,17 @@
-"""A program behaves the same in a warm (preloaded, forked) sandbox as in a cold one.
+"""A program behaves the same in a forked child of the agent as under ``python3 main.py``.
 
-Each program runs cold (``python3 main.py`` in a fresh container) and pooled (a
-forked child of an agent that preloaded numpy, pandas and matplotlib); stdout,
-stderr, the exit code and the output files must be identical.
+Each program runs as ``python3 main.py`` in a fresh container (the reference) and
+in a forked child of the agent, in each of the ways a run gets one: a cold start
+(LIGHT agent), a warm LIGHT container, and a warm DATA container (an agent that
+preloaded numpy, pandas and matplotlib); stdout, stderr, the exit code and the
+output files must be identical.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import docker
 import pytest
@@ -150,22 +153,31 @@ HELPER = input_file("helper.py", b"VALUE = 'imported from /mnt/data'\n")
 def cold(
     docker_client: docker.DockerClient, sandbox_image: str, run_labels: dict[str, str]
 ) -> Iterator[DockerSandbox]:
-    box = DockerSandbox(docker_client, image=sandbox_image, labels=run_labels)
+    """The reference: Python runs as a fresh ``python3 main.py``."""
+    box = DockerSandbox(docker_client, image=sandbox_image, labels=run_labels, cold_flavour=None)
     yield box
     box.close()
 
 
-@pytest.fixture(scope="module")
+#: How the forked child is reached: DockerSandbox arguments.
+FORKED = {
+    "cold_light": {},
+    "warm_light": {"pool_size": 2, "pool_limits": Limits()},
+    # Without a LIGHT pool, the DATA pool serves every request.
+    "warm_data": {"pool_data_size": 2, "pool_limits": Limits()},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FORKED))
 def pooled(
-    docker_client: docker.DockerClient, sandbox_image: str, run_labels: dict[str, str]
+    request: pytest.FixtureRequest,
+    docker_client: docker.DockerClient,
+    sandbox_image: str,
+    run_labels: dict[str, str],
 ) -> Iterator[DockerSandbox]:
-    box = DockerSandbox(
-        docker_client,
-        image=sandbox_image,
-        labels=run_labels,
-        pool_size=2,
-        pool_limits=Limits(),
-    )
+    """A sandbox whose Python runs in a forked child of the agent."""
+    args: dict[str, Any] = FORKED[request.param]
+    box = DockerSandbox(docker_client, image=sandbox_image, labels=run_labels, **args)
     yield box
     box.close()
 

@@ -288,8 +288,9 @@ class TestHostileBodies:
                 yield b"x" * (1024 * 1024)
             yield b'"}'
 
-        r = client.post("/exec", headers={**H, "Content-Type": "application/json"},
-                        content=chunks())
+        r = client.post(
+            "/exec", headers={**H, "Content-Type": "application/json"}, content=chunks()
+        )
         assert r.status_code == 413
         assert r.json()["request_id"] != "-"
 
@@ -298,8 +299,9 @@ class TestHostileBodies:
     ) -> None:
         """A bug answers a 500 in the one shape, with the request's id."""
         sandbox.error = RuntimeError("boom")
-        r = client.post("/exec", headers={**H, "X-Request-ID": "req-500"},
-                        json={"code": "x", "lang": "py"})
+        r = client.post(
+            "/exec", headers={**H, "X-Request-ID": "req-500"}, json={"code": "x", "lang": "py"}
+        )
         assert r.status_code == 500
         assert r.json() == {
             "error": "internal_error",

@@ -45,7 +45,7 @@ def body(limits: Limits = DEFAULT, **key_args: object) -> dict[str, object]:
     args: dict[str, object] = {"gpu": False, "runtime": None, **key_args}
     key = cfg.container_key("img:tag", limits, **args)  # type: ignore[arg-type]
     labels = cfg.labels(exec_id="e1", deadline_s=100, pooled=False)
-    return cfg.create_body(key, container_labels=labels, preload=False)
+    return cfg.create_body(key, container_labels=labels)
 
 
 class TestCreateBody:
@@ -116,12 +116,62 @@ class TestCreateBody:
         assert isinstance(host, dict)
         assert host["Runtime"] == "runsc"
 
-    def test_pooled_containers_preload_and_are_labelled(self) -> None:
+    def test_warm_containers_name_their_flavour_and_are_labelled(self) -> None:
         key = cfg.container_key("i", Limits(), gpu=False, runtime=None)
         labels = cfg.labels(exec_id="pool", deadline_s=900, pooled=True)
-        created = cfg.create_body(key, container_labels=labels, preload=True)
-        assert created["Env"] == ["RCE_AGENT_PRELOAD=1"]
+        light = cfg.create_body(key, container_labels=labels, warm=cfg.Flavour.LIGHT)
+        data = cfg.create_body(key, container_labels=labels, warm=cfg.Flavour.DATA)
+        assert light["Env"] == ["RCE_AGENT_PRELOAD=light"]
+        assert data["Env"] == ["RCE_AGENT_PRELOAD=data"]
+        assert cfg.create_body(key, container_labels=labels)["Env"] == []
         assert labels["org.rce.pool"] == "1"
+        # Only the agent's environment differs: every hardening is the same.
+        assert light["HostConfig"] == data["HostConfig"] == body()["HostConfig"]
+
+
+def python(code: str) -> RunRequest:
+    return RunRequest(language=Language.PYTHON, code=code)
+
+
+class TestFlavour:
+    @pytest.mark.parametrize(
+        "code",
+        [
+            "import pandas as pd\nprint(pd.__version__)",
+            "import os, numpy\n",
+            "import json as j, matplotlib.pyplot as plt",
+            "from scipy import stats",
+            "from sklearn.linear_model import LinearRegression",
+            "def f():\n    import seaborn\n",
+            "x = 1; import numpy.linalg",
+            "import os\nfrom numpy import (\n    arange,\n)\n",
+        ],
+    )
+    def test_python_importing_a_data_library_wants_a_data_container(self, code: str) -> None:
+        assert cfg.flavour_for(python(code)) is cfg.Flavour.DATA
+
+    @pytest.mark.parametrize(
+        "code",
+        [
+            "print(2 + 2)",
+            "import os, sys, json",
+            "from collections import deque",
+            "# import numpy\nprint('numpy')",
+            "import numpyish",
+            "from . import numpy_helpers",
+            "s = 'import pandas'",
+        ],
+    )
+    def test_other_python_wants_a_light_container(self, code: str) -> None:
+        assert cfg.flavour_for(python(code)) is cfg.Flavour.LIGHT
+
+    def test_bash_always_wants_a_light_container(self) -> None:
+        request = RunRequest(language=Language.BASH, code="python3 -c 'import pandas'")
+        assert cfg.flavour_for(request) is cfg.Flavour.LIGHT
+
+    def test_imported_modules_reads_every_form_of_import(self) -> None:
+        code = "import a, b.c as d\nfrom e.f import g\n  import h;import i\n"
+        assert cfg.imported_modules(code) == {"a", "b", "e", "h", "i"}
 
 
 class TestLabelsAndNames:
