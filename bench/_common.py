@@ -417,8 +417,9 @@ def free_port() -> int:
 
 _SETTINGS_CODE = (
     "import json; from handler.settings import Settings; s = Settings(); "
-    "print(json.dumps({k: getattr(s, k) for k in ('pool_size', 'storage', 'image_name', "
-    "'mem_limit', 'cpu_limit', 'workspace_size', 'max_file_bytes', 'max_upload_bytes', "
+    "print(json.dumps({k: getattr(s, k) for k in ('pool_size', 'pool_data_size', "
+    "'storage', 'image_name', 'mem_limit', 'cpu_limit', 'workspace_size', "
+    "'max_file_bytes', 'max_upload_bytes', "
     "'runtime', 'log_level', 'run_timeout_s')}))"
 )
 

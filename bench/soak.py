@@ -417,7 +417,9 @@ def _containers(
 
 
 def _pool(args: argparse.Namespace) -> dict[str, str]:
-    return {} if args.pool_size is None else {"RCE_POOL_SIZE": str(args.pool_size)}
+    if args.pool_size is None:
+        return {}
+    return {"RCE_POOL_SIZE": str(args.pool_size), "RCE_POOL_DATA_SIZE": str(args.pool_size)}
 
 
 def render(report: dict[str, Any]) -> str:

@@ -134,6 +134,10 @@ class DockerSandbox:
         self._cold_flavour = cold_flavour
         self._max_run_timeout_s = max_run_timeout_s
         self._removal = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rce-remove")
+        #: Names whose removal failed (the engine was unreachable): retried by
+        #: ``reap()`` and ``close()``, so an outage does not leave them to the deadline.
+        self._unremoved: set[str] = set()
+        self._unremoved_lock = threading.Lock()
         self._closing = threading.Event()
         self._stats_lock = threading.Lock()
         self._counters = dict.fromkeys(
@@ -211,12 +215,13 @@ class DockerSandbox:
         """Remove our containers (``org.rce.service=rce``) whose deadline has passed,
         and those never started ``UNSTARTED_GRACE_S`` after their creation."""
         api = self._api()
+        retried = self._retry_unremoved()
         with engine_errors("list sandbox containers", self.image):
             listed = api.containers(
                 all=True, filters={"label": f"{cfg.LABEL_SERVICE}={cfg.SERVICE}"}
             )
         now = time.time()
-        removed = 0
+        removed = retried
         for item in listed:
             labels = item.get("Labels") or {}
             if labels.get(cfg.LABEL_SERVICE) != cfg.SERVICE:
@@ -254,6 +259,7 @@ class DockerSandbox:
         for closer in closers:
             closer.join()
         self._removal.shutdown(wait=True)
+        self._retry_unremoved()
 
     # --------------------------------------------------------------- helpers
 
@@ -435,15 +441,32 @@ class DockerSandbox:
             try:
                 with engine_errors("remove the sandbox container", self.image):
                     self._api().remove_container(name, force=True)
+                self._forget_unremoved(name)
                 return
             except SandboxError as exc:
                 if already_gone(exc):
+                    self._forget_unremoved(name)
                     return
                 if delay_s is None or not isinstance(exc, SandboxStartFailed):
+                    with self._unremoved_lock:
+                        self._unremoved.add(name)
                     if not quiet:
-                        log.warning("could not remove %s (the reaper will): %s", name, exc.message)
+                        log.warning("could not remove %s (retried later): %s", name, exc.message)
                     return
                 time.sleep(delay_s)
+
+    def _forget_unremoved(self, name: str) -> None:
+        with self._unremoved_lock:
+            self._unremoved.discard(name)
+
+    def _retry_unremoved(self) -> int:
+        """Try again to remove what an engine outage left behind; return how many went."""
+        with self._unremoved_lock:
+            pending = sorted(self._unremoved)
+        for name in pending:
+            self._remove(name, retry_s=(), quiet=True)
+        with self._unremoved_lock:
+            return sum(1 for name in pending if name not in self._unremoved)
 
     # -------------------------------------------------------------- exchange
 

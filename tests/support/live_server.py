@@ -92,7 +92,9 @@ def server_env(
     """
     env: dict[str, str] = {
         "RCE_STORAGE": storage,
+        # ``pool_size`` sizes both warm pools (light and data); 0 means every exec is cold.
         "RCE_POOL_SIZE": str(pool_size),
+        "RCE_POOL_DATA_SIZE": str(pool_size),
         "RCE_HOST": "127.0.0.1",
     }
     if api_key and jwt_public_key_file:
