@@ -52,11 +52,3 @@ def normalize_name(raw: str) -> str:
     if len(normalized.encode()) > MAX_NAME_BYTES:
         raise InvalidRequest(f"file name is longer than {MAX_NAME_BYTES} bytes")
     return normalized
-
-
-def is_safe_name(raw: str) -> bool:
-    """True when ``normalize_name`` accepts ``raw`` unchanged."""
-    try:
-        return normalize_name(raw) == raw
-    except InvalidRequest:
-        return False

@@ -25,10 +25,7 @@ RECIPE_HASH="$(cat "${RECIPE_FILES[@]}" | sha256sum | cut -c1-16)"
 ROOTFS_HASH="$(cat images/cpu/packages.txt | sha256sum | cut -c1-16)"
 ROOTFS_IMAGE="rce-rootfs:${ROOTFS_HASH}"
 
-if [ "$FORCE" = 0 ] && image_is_current "$IMAGE" "$RECIPE_HASH"; then
-  echo "==> $IMAGE is up to date (recipe $RECIPE_HASH)" >&2
-  exit 0
-fi
+exit_if_current "$IMAGE" "$RECIPE_HASH" "$FORCE"
 MODE="$(build_mode "$MODE")"
 packages="$(grep -v '^#' images/cpu/packages.txt | grep -v '^$' | paste -sd, -)"
 start=$(date +%s)

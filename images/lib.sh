@@ -9,6 +9,15 @@ image_is_current() {
   [ "$current" = "$2" ]
 }
 
+# exit_if_current IMAGE HASH FORCE: end the calling script (status 0) when IMAGE
+# already carries HASH and FORCE is 0.
+exit_if_current() {
+  if [ "$3" = 0 ] && image_is_current "$1" "$2"; then
+    echo "==> $1 is up to date (recipe $2)" >&2
+    exit 0
+  fi
+}
+
 # build_mode MODE: offline | registry; auto means offline where debootstrap can run
 # (root on Debian), registry elsewhere.
 build_mode() {

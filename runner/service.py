@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from core.errors import InvalidRequest, PayloadTooLarge
 from core.identity import Caller, FileKind
 from core.ids import check_id, derived_id, new_id
-from core.names import WORKSPACE, normalize_name
+from core.names import normalize_name
 from runner.base import InputFile, Language, Limits, RunRequest, RunResult, Sandbox
 from runner.sync import StoredRef, plan_restore, plan_sync
 from storage.access import check_session_access, guess_content_type, stat_file
@@ -246,8 +246,3 @@ def execute(
         bytes_restored=sum(m.size for m in inputs.values()),
         bytes_synced=synced,
     )
-
-
-def workspace_path(name: str) -> str:
-    """The absolute sandbox path of a workspace name."""
-    return f"{WORKSPACE}/{name}"

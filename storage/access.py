@@ -51,10 +51,12 @@ def list_files(store: SessionStore, caller: Caller, session_id: str) -> list[Fil
 
 
 def open_file(store: SessionStore, caller: Caller, session_id: str, file_id: str) -> StoredObject:
-    """Open a file the caller may read, for streaming."""
-    stat_file(store, caller, session_id, file_id)
+    """Open a file the caller may read, for streaming (one store call: the opened
+    version's own metadata is what the ownership check reads)."""
+    check_id(session_id, "session_id")
+    check_id(file_id, "file_id")
     obj = store.open(session_id, file_id)
-    if not caller.may_access(obj.meta.owner, obj.meta.kind):  # replaced in between
+    if not caller.may_access(obj.meta.owner, obj.meta.kind):
         obj.close()
         raise AccessDenied("this file belongs to another owner")
     return obj

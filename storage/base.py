@@ -8,7 +8,7 @@ any replica can serve any session. Each stored file carries its metadata
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol
 
@@ -71,7 +71,6 @@ class StoredObject:
 
     meta: FileMeta
     chunks: Iterator[bytes]
-    _closers: list[object] = field(default_factory=list)
 
     def close(self) -> None:
         """Release the underlying stream (idempotent)."""
