@@ -12,6 +12,7 @@ table. A failure *inside the user's program* is never an error: it is a result.
     ├── PayloadTooLarge                413  a body, code or file is over its limit
     ├── AuthenticationFailed           401  missing, wrong or expired credentials
     ├── AccessDenied                   403  the caller does not own that session or file
+    │   └── ReadOnlyFile               403  the file is read-only: it cannot be changed or deleted
     ├── NotFound                       404
     │   ├── SessionNotFound            404  no such session
     │   └── FileNotFound               404  no such file in the session
@@ -72,6 +73,13 @@ class AccessDenied(CodeInterpreterError):
     """The caller is authenticated but does not own the session or file."""
 
     code = "forbidden"
+
+
+class ReadOnlyFile(AccessDenied):
+    """The file was stored read-only (skill files, for example): no caller may replace
+    or delete it; it expires with its session."""
+
+    code = "read_only"
 
 
 class NotFound(CodeInterpreterError):

@@ -4,7 +4,10 @@ An owner is a (tenant, user) pair. JWT callers are (``tenant_id``, ``sub``).
 API-key callers are (``key``, the user they assert: ``User-Id``, ``user_id``,
 ``entity_id`` or ``id``); a key caller who asserts no user acts for the whole key
 tenant (the trusted LibreChat host downloading an output, for example).
-Files of kind ``agent`` or ``skill`` are shared within their tenant.
+Files of kind ``agent`` or ``skill`` are shared within their tenant: readable
+by every caller of the tenant. Writing is narrower: only a file's own owner may
+replace or delete it (``Caller.may_modify``), and a read-only file is never
+replaced or deleted through the API.
 """
 
 from __future__ import annotations
@@ -53,3 +56,9 @@ class Caller:
         if self.user is None or kind is not FileKind.USER:
             return True
         return owner.user in ("", self.user)
+
+    def may_modify(self, owner: Owner) -> bool:
+        """True when this caller is ``owner`` itself: the only caller that may replace
+        or delete that owner's file. Sharing a file (``agent``/``skill``) or seeing it
+        through the whole key tenant grants reading, never writing."""
+        return owner == self.as_owner()

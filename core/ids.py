@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import secrets
 
 from core.errors import InvalidId
+from core.identity import Owner
 
 ID_LENGTH = 21
 _ALPHABET = "useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict"
@@ -31,11 +33,16 @@ def check_id(value: str, what: str = "id") -> str:
     return value
 
 
-def derived_id(session_id: str, name: str) -> str:
-    """The file id of an exec output named ``name`` in ``session_id``.
+def derived_id(session_id: str, owner: Owner, name: str) -> str:
+    """The file id of a new exec output named ``name`` in ``session_id``, written by
+    ``owner``.
 
-    Deterministic, so concurrent execs that create the same new name in one session
-    write the same object (the last whole version wins) instead of duplicates.
+    Deterministic, so concurrent execs of one owner that create the same new name in
+    one session write the same object (the last whole version wins) instead of
+    duplicates. The owner is part of it, so two owners never write one object: a
+    same-named output of another caller is another file, and no check-then-write
+    race can hand one owner's object to another.
     """
-    digest = hashlib.sha256(f"{session_id}\0{name}".encode()).digest()
+    key = json.dumps([session_id, owner.tenant, owner.user, name], ensure_ascii=False)
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
     return base64.urlsafe_b64encode(digest).decode()[:ID_LENGTH]

@@ -7,22 +7,45 @@ the engine raises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from core.errors import InvalidRequest, PayloadTooLarge
+from core.errors import AccessDenied, FileNotFound, InvalidRequest, PayloadTooLarge
 from core.identity import Caller, FileKind
 from core.ids import check_id, derived_id, new_id
-from core.names import normalize_name
-from runner.base import InputFile, Language, Limits, RunRequest, RunResult, Sandbox
-from runner.sync import StoredRef, plan_restore, plan_sync
+from core.names import check_name, display_name, name_problem, normalize_name
+from runner.base import (
+    InputFile,
+    Language,
+    Limits,
+    OutputFile,
+    RunRequest,
+    RunResult,
+    Sandbox,
+    SkippedFile,
+)
+from runner.sync import (
+    Output,
+    Skip,
+    StoredRef,
+    SyncPlan,
+    Upload,
+    collect_limit,
+    plan_restore,
+    plan_sync,
+    size_reason,
+)
 from storage.access import check_session_access, guess_content_type, stat_file
 from storage.base import FileMeta, NewFile, SessionStore
 
 log = logging.getLogger(__name__)
+
+#: How the sandbox marks an output it left out for its size.
+_SIZE_MARK = "(RCE_MAX_FILE_BYTES)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,17 +106,36 @@ class ExecOutcome:
 
 
 def _ref_of(meta: FileMeta) -> StoredRef:
-    return StoredRef(meta.session_id, meta.file_id, meta.sha256)
+    return StoredRef(meta.session_id, meta.file_id, meta.sha256, meta.size, meta.read_only)
+
+
+def _visible_files(
+    store: SessionStore, caller: Caller, session_id: str | None
+) -> tuple[str, list[FileMeta]]:
+    """The exec's session id and the files of it the caller may read."""
+    if not session_id:
+        return new_id(), []
+    check_id(session_id, "session_id")
+    files = store.list(session_id)
+    check_session_access(caller, files)
+    return session_id, [m for m in files if caller.may_access(m.owner, m.kind)]
+
+
+def _by_name(caller: Caller, files: list[FileMeta]) -> dict[str, FileMeta]:
+    """One file per name: the caller's own before another owner's (shared), then the
+    newest. Names the policy refuses (stored before it) are left out of the workspace."""
+    owner = caller.as_owner()
+    ranked = sorted(files, key=lambda m: (m.owner == owner, m.last_modified, m.file_id))
+    return {m.name: m for m in ranked if name_problem(m.name) is None}
 
 
 def _resolve_inputs(
-    request: ExecRequest, caller: Caller, store: SessionStore, session_files: list[FileMeta]
+    request: ExecRequest, caller: Caller, store: SessionStore, by_name: dict[str, FileMeta]
 ) -> dict[str, FileMeta]:
-    by_name = {m.name: m for m in session_files}
     refs: dict[str, FileMeta] = {}
     for ref in request.files:
         meta = stat_file(store, caller, ref.session_id, ref.file_id)
-        refs[normalize_name(ref.name) if ref.name else meta.name] = meta
+        refs[normalize_name(ref.name) if ref.name else check_name(meta.name)] = meta
     plan = plan_restore(
         {n: _ref_of(m) for n, m in by_name.items()}, {n: _ref_of(m) for n, m in refs.items()}
     )
@@ -101,12 +143,40 @@ def _resolve_inputs(
     return {name: metas[name] for name in plan}
 
 
-class _OpenedFile:
-    """The bytes of one stored file, with the size of the version actually opened."""
+class _Restore:
+    """Opens the inputs for the sandbox and remembers the version each one streamed."""
 
-    def __init__(self, store: SessionStore, meta: FileMeta) -> None:
-        self._obj = store.open(meta.session_id, meta.file_id)
-        self.size = self._obj.meta.size
+    def __init__(self, store: SessionStore, caller: Caller) -> None:
+        self.store = store
+        self.caller = caller
+        #: Workspace name -> metadata of the version actually opened.
+        self.opened: dict[str, FileMeta] = {}
+
+    def input_file(self, name: str, meta: FileMeta) -> InputFile:
+        return InputFile(name, meta.size, meta.sha256, lambda: _OpenedFile(self, name, meta))
+
+    def restored(self, inputs: dict[str, FileMeta]) -> dict[str, StoredRef]:
+        """What the workspace started with: the opened versions (planned ones for any
+        input the sandbox did not open)."""
+        return {name: _ref_of(self.opened.get(name, meta)) for name, meta in inputs.items()}
+
+
+class _OpenedFile:
+    """The bytes of one stored file, with the size of the version actually opened.
+
+    The ownership check runs again on the opened version's own metadata: what is
+    streamed into the sandbox is what was checked, whatever changed since the
+    listing.
+    """
+
+    def __init__(self, restore: _Restore, name: str, planned: FileMeta) -> None:
+        obj = restore.store.open(planned.session_id, planned.file_id)
+        if not restore.caller.may_access(obj.meta.owner, obj.meta.kind):
+            obj.close()
+            raise AccessDenied(f"file {planned.file_id} belongs to another owner")
+        self._obj = obj
+        self.size = obj.meta.size
+        restore.opened[name] = obj.meta
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -118,14 +188,6 @@ class _OpenedFile:
         self._obj.close()
 
 
-def _opener(store: SessionStore, meta: FileMeta) -> Iterator[bytes]:
-    return _OpenedFile(store, meta)
-
-
-def _input_file(store: SessionStore, name: str, meta: FileMeta) -> InputFile:
-    return InputFile(name, meta.size, meta.sha256, lambda: _opener(store, meta))
-
-
 def _limits_for(request: ExecRequest, policy: ExecPolicy) -> Limits:
     if request.timeout_s is None:
         return policy.limits
@@ -134,46 +196,97 @@ def _limits_for(request: ExecRequest, policy: ExecPolicy) -> Limits:
     return replace(policy.limits, run_timeout_s=min(request.timeout_s, policy.max_run_timeout_s))
 
 
-def _sync(
-    store: SessionStore,
-    caller: Caller,
-    session_id: str,
-    own: list[FileMeta],
-    inputs: dict[str, FileMeta],
-    run: RunResult,
-) -> tuple[list[ExecFile], int]:
-    plan = plan_sync(
-        session_id,
-        {m.name: _ref_of(m) for m in own},
-        {o.name: o.sha256 for o in run.outputs},
-        run.deleted,
-        lambda name: derived_id(session_id, name),
-        read_only={name for name, meta in inputs.items() if meta.read_only},
+@dataclass(frozen=True, slots=True)
+class _SyncContext:
+    """What ``_sync`` needs besides the run: who, where, and what was there before."""
+
+    store: SessionStore
+    caller: Caller
+    session_id: str
+    restored: dict[str, StoredRef]
+    writable: dict[str, StoredRef]
+    max_file_bytes: int
+
+
+def _plan(ctx: _SyncContext, run: RunResult) -> SyncPlan:
+    owner = ctx.caller.as_owner()
+    return plan_sync(
+        restored=ctx.restored,
+        writable=ctx.writable,
+        outputs={o.name: Output(o.sha256, o.size) for o in run.outputs},
+        deleted=run.deleted,
+        new_id=lambda name: derived_id(ctx.session_id, owner, name),
+        max_file_bytes=ctx.max_file_bytes,
     )
+
+
+def _store_output(ctx: _SyncContext, upload: Upload, out: OutputFile) -> str | None:
+    """Put one output; the reason it was not stored when the store refused it."""
+    new = NewFile(
+        session_id=ctx.session_id,
+        file_id=upload.file_id,
+        name=upload.name,
+        owner=ctx.caller.as_owner(),
+        kind=FileKind.USER,
+        content_type=guess_content_type(upload.name),
+        sha256=out.sha256,
+    )
+    out.data.seek(0)
+    try:
+        ctx.store.put(new, out.data)
+    except InvalidRequest as exc:  # e.g. name and owner over S3's 2 KB of metadata
+        return exc.message
+    return None
+
+
+def _sync(
+    ctx: _SyncContext, run: RunResult, inputs: dict[str, FileMeta]
+) -> tuple[list[ExecFile], int]:
+    plan = _plan(ctx, run)
     outputs = {o.name: o for o in run.outputs}
     files = [
         ExecFile(inputs[name].file_id, name, inputs[name].session_id, inherited=True)
         for name in plan.kept_read_only
     ]
+    skipped = list(plan.skipped)
     synced = 0
     for upload in plan.uploads:
         out = outputs[upload.name]
-        new = NewFile(
-            session_id=session_id,
-            file_id=upload.file_id,
-            name=upload.name,
-            owner=caller.as_owner(),
-            kind=FileKind.USER,
-            content_type=guess_content_type(upload.name),
-            sha256=out.sha256,
-        )
-        out.data.seek(0)
-        store.put(new, out.data)
+        refused = _store_output(ctx, upload, out)
+        if refused is not None:
+            skipped.append(Skip(upload.name, refused))
+            continue
         synced += out.size
-        files.append(ExecFile(upload.file_id, upload.name, session_id))
+        files.append(ExecFile(upload.file_id, upload.name, ctx.session_id))
     for delete in plan.deletes:
-        store.delete(session_id, delete.file_id)
+        with contextlib.suppress(FileNotFound):  # a concurrent run of ours removed it
+            ctx.store.delete(ctx.session_id, delete.file_id)
+    run.skipped = _reported_skips(run.skipped, skipped, ctx.max_file_bytes)
     return files, synced
+
+
+def _reported_skips(
+    from_sandbox: list[SkippedFile], planned: list[Skip], max_file_bytes: int
+) -> list[SkippedFile]:
+    """Every skipped output, with names made safe to show. The sandbox compares files
+    up to ``collect_limit`` (not the real limit), so its size reason is restated."""
+    out = []
+    for skip in from_sandbox:
+        reason = size_reason(max_file_bytes) if _SIZE_MARK in skip.reason else skip.reason
+        out.append(SkippedFile(display_name(skip.name), reason))
+    out.extend(SkippedFile(display_name(s.name), s.reason) for s in planned)
+    return out
+
+
+def _writable(
+    caller: Caller, session_id: str, by_name: dict[str, FileMeta]
+) -> dict[str, StoredRef]:
+    """The session files this caller may replace or delete: its own, not read-only."""
+    return {
+        name: _ref_of(meta)
+        for name, meta in by_name.items()
+        if meta.session_id == session_id and caller.may_modify(meta.owner) and not meta.read_only
+    }
 
 
 def _note_skipped(run: RunResult) -> None:
@@ -203,28 +316,32 @@ def execute(
             f"code is larger than {policy.max_code_bytes} bytes (RCE_MAX_CODE_BYTES)"
         )
     limits = _limits_for(request, policy)
-    own: list[FileMeta] = []
-    if request.session_id:
-        session_id = check_id(request.session_id, "session_id")
-        own = store.list(session_id)
-        check_session_access(caller, own)
-        own = [m for m in own if caller.may_access(m.owner, m.kind)]
-    else:
-        session_id = new_id()
-    inputs = _resolve_inputs(request, caller, store, own)
+    session_id, visible = _visible_files(store, caller, request.session_id)
+    by_name = _by_name(caller, visible)
+    inputs = _resolve_inputs(request, caller, store, by_name)
+    restore = _Restore(store, caller)
+    planned = {name: _ref_of(meta) for name, meta in inputs.items()}
     run_request = RunRequest(
         language=request.language,
         code=request.code,
         args=request.args,
-        files=tuple(_input_file(store, n, m) for n, m in sorted(inputs.items())),
-        limits=limits,
+        files=tuple(restore.input_file(n, m) for n, m in sorted(inputs.items())),
+        limits=replace(limits, max_file_bytes=collect_limit(limits.max_file_bytes, planned)),
         exec_id=request.exec_id,
     )
     started = time.monotonic()
     run = sandbox.run(run_request)
     try:
+        ctx = _SyncContext(
+            store=store,
+            caller=caller,
+            session_id=session_id,
+            restored=restore.restored(inputs),
+            writable=_writable(caller, session_id, by_name),
+            max_file_bytes=limits.max_file_bytes,
+        )
+        files, synced = _sync(ctx, run, inputs)
         _note_skipped(run)
-        files, synced = _sync(store, caller, session_id, own, inputs, run)
     finally:
         run.close()
     log.info(
@@ -243,6 +360,6 @@ def execute(
         run=run,
         files=files,
         deleted_files=list(run.deleted),
-        bytes_restored=sum(m.size for m in inputs.values()),
+        bytes_restored=sum(ref.size for ref in ctx.restored.values()),
         bytes_synced=synced,
     )

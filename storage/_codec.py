@@ -18,10 +18,11 @@ from typing import Any, BinaryIO
 
 from core.errors import InvalidId, InvalidRequest, StorageError
 from core.identity import FileKind, Owner
+
+# The one name-length limit (core.names): every store keeps names that long.
+from core.names import MAX_NAME_BYTES as MAX_NAME_BYTES
 from storage.base import CHUNK_SIZE, FileMeta, NewFile
 
-#: Longest file name, in UTF-8 bytes, that every store accepts.
-MAX_NAME_BYTES = 1024
 #: S3's limit on user-defined metadata (keys plus values, in bytes).
 S3_METADATA_LIMIT = 2048
 

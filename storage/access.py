@@ -1,6 +1,13 @@
 """Owner-checked file operations: the use cases behind upload, list, stat, download
 and delete. Every route that touches a stored file goes through here, so the
-ownership rule (``core.identity.Caller.may_access``) lives in one place.
+ownership rules (``core.identity.Caller.may_access`` to read,
+``Caller.may_modify`` and ``read_only`` to write) live in one place.
+
+Writes never take another owner's object: an upload always gets a fresh random
+id, an exec output an id derived from its owner (``core.ids.derived_id``), and a
+delete needs the file's own owner and a writable file. No object id is ever
+written by two owners, so an ownership check cannot be raced by a writer of
+another owner.
 """
 
 from __future__ import annotations
@@ -9,7 +16,7 @@ import mimetypes
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from core.errors import AccessDenied, FileNotFound, SessionNotFound
+from core.errors import AccessDenied, FileNotFound, ReadOnlyFile, SessionNotFound
 from core.identity import Caller, FileKind
 from core.ids import check_id, new_id
 from core.names import normalize_name
@@ -24,6 +31,22 @@ def guess_content_type(name: str) -> str:
 def _check_access(caller: Caller, meta: FileMeta) -> FileMeta:
     if not caller.may_access(meta.owner, meta.kind):
         raise AccessDenied("this file belongs to another owner")
+    return meta
+
+
+def check_modify(caller: Caller, meta: FileMeta) -> FileMeta:
+    """Refuse to replace or delete ``meta`` unless it is the caller's own, writable file."""
+    _check_access(caller, meta)
+    if meta.read_only:
+        raise ReadOnlyFile(
+            f"file {meta.file_id} is read-only: it cannot be changed or deleted (it "
+            "expires with its session)"
+        )
+    if not caller.may_modify(meta.owner):
+        raise AccessDenied(
+            f"file {meta.file_id} belongs to another owner: only the owner who wrote it "
+            "may change or delete it"
+        )
     return meta
 
 
@@ -72,8 +95,12 @@ def find_by_name(store: SessionStore, caller: Caller, session_id: str, name: str
 
 
 def delete_file(store: SessionStore, caller: Caller, session_id: str, file_id: str) -> None:
-    """Delete a file the caller may see."""
-    stat_file(store, caller, session_id, file_id)
+    """Delete a file that is the caller's own and not read-only (``check_modify``).
+
+    The check reads the current metadata; no other owner can write this file id
+    between that read and the delete (see the module docstring).
+    """
+    check_modify(caller, stat_file(store, caller, session_id, file_id))
     store.delete(session_id, file_id)
 
 
@@ -104,7 +131,8 @@ def upload_file(
     kind: FileKind = FileKind.USER,
     read_only: bool = False,
 ) -> FileMeta:
-    """Store one uploaded file under a new file id in ``session_id``."""
+    """Store one uploaded file under a new random file id in ``session_id``: an upload
+    never replaces a file, whoever owns it (a same-named file is another object)."""
     name = normalize_name(incoming.filename)
     content_type = incoming.content_type
     if not content_type or content_type == "application/octet-stream":
