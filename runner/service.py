@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from core.errors import AccessDenied, FileNotFound, InvalidRequest, PayloadTooLarge
 from core.identity import Caller, FileKind
@@ -122,11 +123,16 @@ def _visible_files(
 
 
 def _by_name(caller: Caller, files: list[FileMeta]) -> dict[str, FileMeta]:
-    """One file per name: the caller's own before another owner's (shared), then the
-    newest. Names the policy refuses (stored before it) are left out of the workspace."""
+    """One file per name: the caller's own user files (what its runs write) first,
+    then its own shared files, then other owners' shared files; the newest among
+    equals. Names the policy refuses (stored before it) stay out of the workspace."""
     owner = caller.as_owner()
-    ranked = sorted(files, key=lambda m: (m.owner == owner, m.last_modified, m.file_id))
-    return {m.name: m for m in ranked if name_problem(m.name) is None}
+
+    def rank(meta: FileMeta) -> tuple[bool, bool, datetime, str]:
+        is_own = meta.owner == owner
+        return (is_own, is_own and meta.kind is FileKind.USER, meta.last_modified, meta.file_id)
+
+    return {m.name: m for m in sorted(files, key=rank) if name_problem(m.name) is None}
 
 
 def _resolve_inputs(
@@ -281,11 +287,16 @@ def _reported_skips(
 def _writable(
     caller: Caller, session_id: str, by_name: dict[str, FileMeta]
 ) -> dict[str, StoredRef]:
-    """The session files this caller may replace or delete: its own, not read-only."""
+    """The session files a run of this caller may replace or delete: its own user
+    files, not read-only. Shared files (agent, skill) are resources of their tenant:
+    a run never rewrites them, even its owner's (a changed one is a new user file)."""
     return {
         name: _ref_of(meta)
         for name, meta in by_name.items()
-        if meta.session_id == session_id and caller.may_modify(meta.owner) and not meta.read_only
+        if meta.session_id == session_id
+        and caller.may_modify(meta.owner)
+        and meta.kind is FileKind.USER
+        and not meta.read_only
     }
 
 

@@ -14,7 +14,6 @@ import tracemalloc
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -22,34 +21,9 @@ from core.errors import FileNotFound, InvalidId, InvalidRequest
 from core.identity import FileKind, Owner
 from core.ids import new_id
 from storage.base import FileMeta, NewFile, SessionStore
-from storage.folder import FolderSessionStore
-from storage.memory import InMemorySessionStore
 
 OWNER = Owner("tenant-a", "user-1")
 MiB = 1024 * 1024
-
-
-@pytest.fixture(
-    name="adapter",
-    params=["memory", "folder", "moto", pytest.param("seaweed", marks=pytest.mark.s3)],
-)
-def _adapter(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(name="store")
-def _store(adapter: str, request: pytest.FixtureRequest, tmp_path: Path) -> SessionStore:
-    if adapter == "memory":
-        return InMemorySessionStore()
-    if adapter == "folder":
-        return FolderSessionStore(tmp_path / "sessions")
-    store: SessionStore = request.getfixturevalue(f"{adapter}_store")
-    return store
-
-
-@pytest.fixture(name="sid")
-def _sid() -> str:
-    return new_id()
 
 
 def new_file(sid: str, name: str = "data.bin", fid: str | None = None, **fields: object) -> NewFile:

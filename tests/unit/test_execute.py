@@ -186,3 +186,88 @@ def test_changed_read_only_file_comes_back_as_the_original(store: InMemorySessio
     [f] = outcome.files
     assert (f.file_id, f.session_id, f.inherited) == (fid, other, True)
     assert store.objects[(other, fid)][1] == b"orig"
+
+
+class TestOwnersAndNames:
+    def test_shared_file_is_never_replaced_by_another_users_output(
+        self, store: InMemorySessionStore
+    ) -> None:
+        """Bob writing ``data.csv`` in a session where Alice shared ``data.csv`` gets his
+        own file; Alice's object keeps her bytes and her ownership."""
+        from core.identity import FileKind
+
+        sid, fid = new_id(), new_id()
+        store.put(
+            NewFile(sid, fid, "data.csv", ALICE.as_owner(), kind=FileKind.AGENT),
+            io.BytesIO(b"alice"),
+        )
+        outcome = run(
+            store,
+            FakeSandbox(outputs={"data.csv": b"bob"}),
+            ExecRequest(Language.PYTHON, "x", session_id=sid),
+            caller=BOB,
+        )
+        [f] = outcome.files
+        assert f.file_id != fid
+        assert store.objects[(sid, fid)][0].owner == ALICE.as_owner()
+        assert store.objects[(sid, fid)][1] == b"alice"
+        assert store.objects[(sid, f.file_id)][0].owner == BOB.as_owner()
+        # Bob's next exec restores his own version, not Alice's.
+        sandbox = FakeSandbox()
+        run(store, sandbox, ExecRequest(Language.PYTHON, "x", session_id=sid), caller=BOB)
+        assert sandbox.written_files == {"data.csv": b"bob"}
+
+    def test_input_is_checked_again_when_opened(self, store: InMemorySessionStore) -> None:
+        """A file that changed owner between the listing and the open is not streamed."""
+        sid = new_id()
+        fid = put(store, sid, "in.txt", b"bob's", owner=BOB)
+        inner = FakeSandbox()
+
+        class Swapping(FakeSandbox):
+            def run(self, request):  # type: ignore[no-untyped-def]
+                store.put(NewFile(sid, fid, "in.txt", ALICE.as_owner()), io.BytesIO(b"alice's"))
+                return inner.run(request)
+
+        with pytest.raises(AccessDenied):
+            run(store, Swapping(), ExecRequest(Language.PYTHON, "x", session_id=sid), caller=BOB)
+        assert inner.written_files == {}
+
+    def test_hostile_output_names_are_skipped_and_the_run_answers(
+        self, store: InMemorySessionStore
+    ) -> None:
+        """Refused output names are skipped with a reason (shown escaped); the rest is saved."""
+        deep = "/".join(["d" * 50] * 40) + "/f.txt"
+        outputs = {"evil\u202egnp.exe": b"1", "a\\b": b"2", deep: b"3", "ok.txt": b"4"}
+        outcome = run(
+            store,
+            FakeSandbox(RunResult("hi\n", "", 0), outputs=outputs),
+            ExecRequest(Language.PYTHON, "x"),
+        )
+        assert [f.name for f in outcome.files] == ["ok.txt"]
+        assert outcome.run.stdout == "hi\n"
+        shown = {s.name for s in outcome.run.skipped}
+        assert "evil\\u202egnp.exe" in shown and "a\\\\b" in shown
+        assert all("\u202e" not in s.name and len(s.name) <= 300 for s in outcome.run.skipped)
+        assert len(outcome.run.skipped) == 3
+
+    def test_unchanged_large_input_is_not_skipped(self, store: InMemorySessionStore) -> None:
+        """The sandbox is asked to compare files up to the largest input, so an untouched
+        input over the limit is not reported; a changed one is skipped by the real limit."""
+        from runner.base import Limits
+
+        sid = new_id()
+        put(store, sid, "big.bin", b"x" * 5000)
+        policy = ExecPolicy(limits=Limits(max_file_bytes=1000))
+        sandbox = FakeSandbox()
+        outcome = run(
+            store, sandbox, ExecRequest(Language.PYTHON, "x", session_id=sid), policy=policy
+        )
+        assert sandbox.ran[0].limits.max_file_bytes == 5000
+        assert outcome.run.skipped == [] and "not saved" not in outcome.run.stderr
+        changed = FakeSandbox(outputs={"big.bin": b"y" * 5000})
+        outcome = run(
+            store, changed, ExecRequest(Language.PYTHON, "x", session_id=sid), policy=policy
+        )
+        [skip] = outcome.run.skipped
+        assert skip.name == "big.bin" and "1000 byte limit" in skip.reason
+        assert outcome.files == []
