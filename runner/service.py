@@ -13,7 +13,6 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 
 from core.errors import AccessDenied, FileNotFound, InvalidRequest, PayloadTooLarge
 from core.identity import Caller, FileKind
@@ -40,7 +39,7 @@ from runner.sync import (
     plan_sync,
     size_reason,
 )
-from storage.access import check_session_access, guess_content_type, stat_file
+from storage.access import check_session_access, guess_content_type, prefer_own, stat_file
 from storage.base import FileMeta, NewFile, SessionStore
 
 log = logging.getLogger(__name__)
@@ -123,16 +122,9 @@ def _visible_files(
 
 
 def _by_name(caller: Caller, files: list[FileMeta]) -> dict[str, FileMeta]:
-    """One file per name: the caller's own user files (what its runs write) first,
-    then its own shared files, then other owners' shared files; the newest among
-    equals. Names the policy refuses (stored before it) stay out of the workspace."""
-    owner = caller.as_owner()
-
-    def rank(meta: FileMeta) -> tuple[bool, bool, datetime, str]:
-        is_own = meta.owner == owner
-        return (is_own, is_own and meta.kind is FileKind.USER, meta.last_modified, meta.file_id)
-
-    return {m.name: m for m in sorted(files, key=rank) if name_problem(m.name) is None}
+    """One file per name, the one ``access.prefer_own`` ranks first. Names the policy
+    refuses (stored before it) stay out of the workspace."""
+    return {m.name: m for m in prefer_own(caller, files) if name_problem(m.name) is None}
 
 
 def _resolve_inputs(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import mimetypes
 from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO
 
 from core.errors import AccessDenied, FileNotFound, ReadOnlyFile, SessionNotFound
@@ -85,10 +86,23 @@ def open_file(store: SessionStore, caller: Caller, session_id: str, file_id: str
     return obj
 
 
+def _rank(caller: Caller, meta: FileMeta) -> tuple[bool, bool, datetime, str]:
+    is_own = caller.may_modify(meta.owner)
+    return (is_own, is_own and meta.kind is FileKind.USER, meta.last_modified, meta.file_id)
+
+
+def prefer_own(caller: Caller, files: list[FileMeta]) -> list[FileMeta]:
+    """``files`` ordered so that, among files of one name, the one a caller means
+    comes last: its own user files (what its runs write), then its own shared
+    files, then other owners' shared files; the newest among equals."""
+    return sorted(files, key=lambda meta: _rank(caller, meta))
+
+
 def find_by_name(store: SessionStore, caller: Caller, session_id: str, name: str) -> FileMeta:
-    """A file of the session by its name (the original README's download route)."""
+    """A file of the session by its name (the original README's download route); of
+    several with that name, the one ``prefer_own`` ranks first."""
     wanted = normalize_name(name)
-    for meta in list_files(store, caller, session_id):
+    for meta in reversed(prefer_own(caller, list_files(store, caller, session_id))):
         if meta.name == wanted or meta.name.rsplit("/", 1)[-1] == wanted:
             return meta
     raise FileNotFound(f"no file named {wanted!r} in this session")
