@@ -4,10 +4,13 @@ RCE_HOST ?= 127.0.0.1
 RCE_PORT ?= 8000
 export RCE_HOST RCE_PORT
 
-.PHONY: setup run test test-fast lint image bench soak clean
+.PHONY: setup test-tools run test test-fast lint image bench soak clean
 
 setup:            ## install uv, the locked venv, a Docker engine and the sandbox image
 	scripts/bootstrap.sh
+
+test-tools:       ## install the outside tools only the tests run (haproxy, docker-compose, node, ...)
+	scripts/install-test-tools.sh
 
 run: setup        ## start the API on :8000 (local folder store, local Docker)
 	uv run uvicorn handler.app:create_app --factory --host $(RCE_HOST) --port $(RCE_PORT)
@@ -17,7 +20,7 @@ lint:             ## ruff + mypy strict
 	uv run ruff format --check .
 	uv run mypy
 
-test: setup lint  ## the whole suite: unit, contract, integration (Docker, SeaweedFS), e2e
+test: setup test-tools lint  ## the whole suite: unit, contract, integration (Docker, SeaweedFS), e2e
 	scripts/test.sh
 
 test-fast:        ## unit tests only (no Docker, no S3)

@@ -20,7 +20,11 @@
 --   RCE_PROXY_ALLOW_GPU      true: a DeviceRequest for the gpu capability is allowed
 
 local MIN_API_MINOR = 24 -- older API versions accept a HostConfig on /start
-local MAX_DEPTH = 32
+-- Bounds of a JSON body (the runner's largest is a create of about 3 KiB).
+local MAX_BODY_BYTES = 32768
+local MAX_DEPTH = 16
+local MAX_VALUES = 4096
+local MAX_NUMBER_CHARS = 32
 local SANDBOX_LABEL, SANDBOX_LABEL_VALUE = "org.rce.service", "rce"
 local NAME = "rce%-sbx%-[%w_%-]+"
 local EXEC_ID = "%x+"
@@ -53,15 +57,36 @@ local CONF = {
 --
 -- Objects decode to {tag = "object", entries = {{key, value}, ...}}, arrays to
 -- {tag = "array", n = N, ...}, null to NULL. Errors are raised with error().
+--
+-- Every loop consumes at least one byte per turn, and the work and memory are
+-- bounded by the input: a body is at most MAX_BODY_BYTES, holds at most MAX_VALUES
+-- values nested at most MAX_DEPTH deep, and numbers are at most MAX_NUMBER_CHARS
+-- long. The grammar is RFC 8259's: raw bytes 0x00-0x1F are refused inside strings
+-- (0x7F and other bytes are ordinary characters, as for Go's encoding/json), the
+-- body must be valid UTF-8 (no surrogates, no overlong forms), numbers follow the
+-- JSON number syntax.
 
 local NULL = setmetatable({}, { __tostring = function() return "null" end })
 local OBJECT, ARRAY = "object", "array"
+
+local SIMPLE_ESCAPES = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f",
+                         n = "\n", r = "\r", t = "\t" }
+-- The bytes that end a run of plain string characters: quote, backslash, and the
+-- control bytes 0x00-0x1F (not %c, which also matches 0x7F).
+local STRING_STOP = "[\"\\\0-\31]"
 
 local function utf8_char(code)
   if code >= 0xD800 and code <= 0xDFFF then
     code = 0xFFFD -- a lone surrogate, as Go decodes it
   end
   return utf8.char(code)
+end
+
+-- True when s is valid UTF-8 with no encoded surrogate (utf8.len of Lua 5.3 already
+-- refuses overlong forms and code points past U+10FFFF).
+local function valid_utf8(s)
+  if not string.find(s, "[\128-\255]") then return true end
+  return utf8.len(s) ~= nil and not string.find(s, "\237[\160-\191]")
 end
 
 local decode_value
@@ -82,10 +107,8 @@ local function decode_string(s, i)
       return table.concat(parts), pos + 1
     elseif c == "\\" then
       local esc = string.sub(s, pos + 1, pos + 1)
-      local simple = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f",
-                       n = "\n", r = "\r", t = "\t" }
-      if simple[esc] then
-        parts[#parts + 1] = simple[esc]
+      if SIMPLE_ESCAPES[esc] then
+        parts[#parts + 1] = SIMPLE_ESCAPES[esc]
         pos = pos + 2
       elseif esc == "u" then
         local hex = string.match(s, "^%x%x%x%x", pos + 2)
@@ -107,8 +130,10 @@ local function decode_string(s, i)
     elseif string.byte(c) < 0x20 then
       error("control character in string")
     else
-      local e = string.find(s, '["\\%c]', pos)
+      -- a run of plain characters up to the next stop byte (never empty: c is plain)
+      local e = string.find(s, STRING_STOP, pos)
       if not e then error("unterminated string") end
+      if e <= pos then error("string scanner made no progress") end
       parts[#parts + 1] = string.sub(s, pos, e - 1)
       pos = e
     end
@@ -116,13 +141,23 @@ local function decode_string(s, i)
 end
 
 local function decode_number(s, i)
-  local num = string.match(s, "^-?%d+%.?%d*[eE]?[-+]?%d*", i)
-  local value = num and tonumber(num)
+  -- -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
+  local e = i
+  if string.sub(s, e, e) == "-" then e = e + 1 end
+  local int = string.match(s, "^%d+", e)
+  if not int or (#int > 1 and string.sub(int, 1, 1) == "0") then error("bad number") end
+  e = e + #int
+  local frac = string.match(s, "^%.%d+", e)
+  if frac then e = e + #frac elseif string.sub(s, e, e) == "." then error("bad number") end
+  local exp = string.match(s, "^[eE][-+]?%d+", e)
+  if exp then e = e + #exp elseif string.find(s, "^[eE]", e) then error("bad number") end
+  if e - i > MAX_NUMBER_CHARS then error("number too long") end
+  local value = tonumber(string.sub(s, i, e - 1))
   if not value then error("bad number") end
-  return value, i + #num
+  return value, e
 end
 
-local function decode_object(s, i, depth)
+local function decode_object(s, i, state)
   local obj = { tag = OBJECT, entries = {} }
   i = skip_ws(s, i + 1)
   if string.sub(s, i, i) == "}" then return obj, i + 1 end
@@ -132,7 +167,7 @@ local function decode_object(s, i, depth)
     key, i = decode_string(s, i)
     i = skip_ws(s, i)
     if string.sub(s, i, i) ~= ":" then error("':' expected") end
-    value, i = decode_value(s, skip_ws(s, i + 1), depth + 1)
+    value, i = decode_value(s, skip_ws(s, i + 1), state)
     obj.entries[#obj.entries + 1] = { key, value }
     i = skip_ws(s, i)
     local c = string.sub(s, i, i)
@@ -142,13 +177,13 @@ local function decode_object(s, i, depth)
   end
 end
 
-local function decode_array(s, i, depth)
+local function decode_array(s, i, state)
   local arr = { tag = ARRAY, n = 0 }
   i = skip_ws(s, i + 1)
   if string.sub(s, i, i) == "]" then return arr, i + 1 end
   while true do
     local value
-    value, i = decode_value(s, i, depth + 1)
+    value, i = decode_value(s, i, state)
     arr.n = arr.n + 1
     arr[arr.n] = value
     i = skip_ws(s, i)
@@ -159,22 +194,31 @@ local function decode_array(s, i, depth)
   end
 end
 
-decode_value = function(s, i, depth)
-  if depth > MAX_DEPTH then error("nested too deeply") end
+decode_value = function(s, i, state)
+  state.values = state.values + 1
+  if state.values > MAX_VALUES then error("too many values") end
   i = skip_ws(s, i)
   local c = string.sub(s, i, i)
-  if c == "{" then return decode_object(s, i, depth) end
-  if c == "[" then return decode_array(s, i, depth) end
+  if c == "{" or c == "[" then
+    state.depth = state.depth + 1
+    if state.depth > MAX_DEPTH then error("nested too deeply") end
+    local value
+    if c == "{" then value, i = decode_object(s, i, state) else value, i = decode_array(s, i, state) end
+    state.depth = state.depth - 1
+    return value, i
+  end
   if c == '"' then return decode_string(s, i) end
   if string.sub(s, i, i + 3) == "true" then return true, i + 4 end
   if string.sub(s, i, i + 4) == "false" then return false, i + 5 end
   if string.sub(s, i, i + 3) == "null" then return NULL, i + 4 end
-  if string.match(c, "^[-%d]$") then return decode_number(s, i) end
+  if c == "-" or string.find(c, "^%d$") then return decode_number(s, i) end
   error("unexpected character")
 end
 
 local function decode_json(s)
-  local ok, value, i = pcall(decode_value, s, 1, 0)
+  if #s > MAX_BODY_BYTES then return nil, "body larger than " .. MAX_BODY_BYTES .. " bytes" end
+  if not valid_utf8(s) then return nil, "body is not valid UTF-8" end
+  local ok, value, i = pcall(decode_value, s, 1, { depth = 0, values = 0 })
   if not ok then return nil, (string.gsub(tostring(value), "^.-:%d+: ", "")) end
   if skip_ws(s, i) <= #s then return nil, "data after the JSON value" end
   return value
@@ -524,6 +568,11 @@ local function json_body(txn)
   if header(txn, "transfer-encoding") or header(txn, "content-encoding") or count ~= 1 then
     refuse("a JSON body needs exactly one Content-Length and no transfer or content encoding")
   end
+  if not string.match(length, "^%d+$") or #length > 9 then refuse("bad Content-Length") end
+  if tonumber(length) > MAX_BODY_BYTES then
+    refuse("request body too large for the policy check (limit " .. MAX_BODY_BYTES .. " bytes)")
+  end
+  -- HAProxy hands over at most one buffer: a shorter body than announced was cut.
   local body = txn.f:req_body() or ""
   if tostring(#body) ~= length then refuse("request body too large for the policy check") end
   local value, err = decode_json(body)
@@ -605,9 +654,20 @@ local function json_message(text)
   return '{"message":"' .. escaped .. '"}'
 end
 
+-- The action. haproxy.cfg lets a request through only when this sets
+-- txn.rce_allow, which happens only after check_request ran to its end without a
+-- refusal or an error. Anything else (a refusal, an error here, a Lua error or
+-- timeout that ends the action early, a context that could not start for lack of
+-- memory) leaves it unset, and the request is refused. txn.rce_deny only carries the
+-- message of a refusal; recording it is best effort.
 core.register_action("rce_policy", { "http-req" }, function(txn)
   local ok, err = pcall(check_request, txn)
-  if ok then return end
-  local text = type(err) == "table" and err.refusal or ("policy error: " .. tostring(err))
-  txn:set_var("txn.rce_deny", json_message(text))
+  if ok then
+    txn:set_var("txn.rce_allow", true)
+    return
+  end
+  pcall(function()
+    local text = type(err) == "table" and err.refusal or ("policy error: " .. tostring(err))
+    txn:set_var("txn.rce_deny", json_message(text))
+  end)
 end, 0)

@@ -8,6 +8,7 @@ calls must work through it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import http.client
 import ipaddress
@@ -103,9 +104,16 @@ def _engine(docker_client: docker.DockerClient) -> docker.DockerClient:
 
 
 @contextmanager
-def running_proxy(log_dir: Path, images: str, **settings: str) -> Iterator[Proxy]:
-    """HAProxy with the shipped config on a free loopback port in front of the
-    engine's socket; ``settings`` are more RCE_PROXY_* variables."""
+def running_proxy(
+    log_dir: Path,
+    images: str,
+    config_path: Path | None = None,
+    lua_path: Path | None = None,
+    **settings: str,
+) -> Iterator[Proxy]:
+    """HAProxy with the shipped config (or ``config_path``) and policy (or
+    ``lua_path``) on a free loopback port in front of the engine's socket;
+    ``settings`` are more environment variables (RCE_PROXY_* and test switches)."""
     haproxy = shutil.which("haproxy")
     if haproxy is None:
         service_missing("haproxy is not installed (apt-get install haproxy)")
@@ -115,11 +123,11 @@ def running_proxy(log_dir: Path, images: str, **settings: str) -> Iterator[Proxy
         "PATH": os.environ.get("PATH", ""),
         "RCE_PROXY_LISTEN": f"127.0.0.1:{port}",
         "RCE_PROXY_DOCKER_SOCKET": _engine_socket(),
-        "RCE_PROXY_LUA": str(PROXY_DIR / "policy.lua"),
+        "RCE_PROXY_LUA": str(lua_path or PROXY_DIR / "policy.lua"),
         "RCE_PROXY_IMAGES": images,
         **settings,
     }
-    config = str(PROXY_DIR / "haproxy.cfg")
+    config = str(config_path or PROXY_DIR / "haproxy.cfg")
     check = subprocess.run([haproxy, "-c", "-f", config], env=env, capture_output=True)
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
     log_path = log_dir / "haproxy.log"
@@ -707,3 +715,302 @@ class TestRunnerPath:
             api.close()
         assert status in (204, 404)
         assert engine.containers.list(all=True, filters={"name": name}) == []
+
+
+# --- hostile bodies and forced Lua failures: the proxy fails closed ---------------
+
+#: A hostile body must be refused within this (it was > 1 s per DEL byte before).
+HOSTILE_BOUND_S = 0.2
+#: Written by the test: loads the shipped policy, then breaks its action on purpose
+#: (RCE_TEST_FAULT=raise: the action fails before any check runs; refusal-path: the
+#: policy's refusal cannot be recorded, as when memory runs out on that path).
+FAULTY_POLICY = """
+local mode = os.getenv("RCE_TEST_FAULT")
+local register = core.register_action
+core.register_action = function(name, when, fn, nargs)
+  local broken
+  if mode == "raise" then
+    broken = function(txn) error("forced failure before the policy check") end
+  elseif mode == "refusal-path" then
+    broken = function(txn)
+      local view = setmetatable({}, { __index = function(_, key)
+        if key == "set_var" then
+          return function(_, var, value)
+            if var == "txn.rce_deny" then error("not enough memory") end
+            return txn:set_var(var, value)
+          end
+        end
+        local member = txn[key]
+        if type(member) == "function" then
+          return function(_, ...) return member(txn, ...) end
+        end
+        return member
+      end })
+      return fn(view)
+    end
+  else
+    error("RCE_TEST_FAULT must be raise or refusal-path")
+  end
+  register(name, when, broken, nargs)
+end
+dofile(os.getenv("RCE_TEST_POLICY"))
+"""
+
+
+def _marked_privileged(marker: str) -> dict[str, Any]:
+    """A privileged create carrying the test's marker label (searched on the engine)."""
+    body = _with_host(Privileged=True)
+    body["Labels"]["org.rce.test-marker"] = marker
+    return body
+
+
+def _assert_none_reached_the_engine(engine: docker.DockerClient, marker: str) -> None:
+    found = engine.containers.list(all=True, filters={"label": f"org.rce.test-marker={marker}"})
+    for container in found:
+        container.remove(force=True)
+    assert found == [], f"{len(found)} create(s) with marker {marker} reached the engine"
+
+
+def _hostile_bodies(marker: str) -> dict[str, bytes]:
+    """Each body is a privileged create (with the marker) made malformed, huge or
+    hostile; the key names the case."""
+    base = json.dumps(_marked_privileged(marker), separators=(",", ":"))
+
+    def with_env(raw: str) -> bytes:
+        """``raw`` (JSON text, bytes as latin-1) placed as the body's Env value."""
+        return ("{" + f'"Env":{raw},' + base[1:]).encode("latin-1")
+
+    def with_memory(raw: str) -> bytes:
+        return base.replace('"Memory":268435456', f'"Memory":{raw}').encode("latin-1")
+
+    return {
+        "DEL byte in a string": with_env('["A=\x7f"]'),
+        "DEL bytes filling the policy limit": with_env('["A=' + "\x7f" * 30000 + '"]'),
+        "DEL byte between tokens": ("{\x7f" + base[1:]).encode("latin-1"),
+        "NUL byte in a string": with_env('["A=\x00"]'),
+        "raw control byte in a string": with_env('["A=\x01B"]'),
+        "deep array nesting": with_env("[" * 10000 + "]" * 10000),
+        "deep object nesting": with_env('{"a":' * 3000 + "1" + "}" * 3000),
+        "unbalanced nesting": ("[" * 30000).encode(),
+        "giant string": with_env('["A=' + "x" * 30000 + '"]'),
+        "giant number": with_memory("1" + "0" * 30000),
+        "huge exponent": with_memory("1e999999999"),
+        "fraction without digits": with_memory("1."),
+        "leading zeros": with_memory("0268435456"),
+        "many values": with_env("[" + ",".join(["0"] * 6000) + "]"),
+        "invalid UTF-8 byte": with_env('["A=\xff"]'),
+        "overlong UTF-8 slash": with_env('["A=\xc0\xaf"]'),
+        "UTF-8-encoded surrogate": with_env('["A=\xed\xa0\x80"]'),
+        "truncated UTF-8 sequence": with_env('["A=\xe2\x82"]'),
+        "escaped lone surrogate": with_env('["A=\\ud800"]'),
+        "byte order mark": ("\xef\xbb\xbf" + base).encode("latin-1"),
+        "unterminated string": base[: base.index('"Privileged"') + 5].encode(),
+        "truncated body": base[: len(base) // 2].encode(),
+        "empty body": b"",
+        "whitespace only": b"   \n",
+        "just over the policy limit": with_env('["A=' + "x" * 33000 + '"]'),
+        "larger than the buffer": with_env('["A=' + "x" * 200_000 + '"]'),
+    }
+
+
+HOSTILE_CASES = sorted(_hostile_bodies("x"))
+
+
+def _timed(proxy: Proxy, method: str, path: str, body: bytes | None = None) -> tuple[int, float]:
+    started = time.monotonic()
+    status, _ = proxy.request(method, path, body)
+    return status, time.monotonic() - started
+
+
+def _raw_exchange(port: int, request: bytes) -> int | None:
+    """Send ``request`` on a fresh connection and return the answer's status, or None
+    when the proxy closed the connection before an answer could be read."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        try:
+            sock.sendall(request)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:  # closed by the proxy (EPIPE, ECONNRESET, ENOTCONN)
+            pass
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+    if not answer.startswith(b"HTTP/1.1 "):
+        return None
+    return int(answer[9:12])
+
+
+def _config_with(tmp_path: Path, *lines: str) -> Path:
+    """The shipped haproxy.cfg with ``lines`` added to its global section (just before
+    lua-load, so they override earlier tune.lua settings)."""
+    shipped = (PROXY_DIR / "haproxy.cfg").read_text()
+    anchor = '    lua-load "${RCE_PROXY_LUA}"\n'
+    assert anchor in shipped
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(shipped.replace(anchor, "".join(f"    {x}\n" for x in lines) + anchor))
+    return path
+
+
+def _heavy_privileged(marker: str) -> bytes:
+    """A privileged create within every bound that costs the decoder the most memory
+    and time: as many small values as the policy reads."""
+    body = _marked_privileged(marker)
+    body["Env"] = ["a"] * 4000
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class TestHostileBodies:
+    """Malformed, huge and hostile create bodies are refused at once and never reach
+    the engine."""
+
+    @pytest.mark.parametrize("case", HOSTILE_CASES)
+    def test_refused_in_milliseconds(
+        self, case: str, proxy: Proxy, engine: docker.DockerClient
+    ) -> None:
+        marker = uuid.uuid4().hex
+        body = _hostile_bodies(marker)[case]
+        status, elapsed = _timed(proxy, "POST", f"/containers/create?name={sandbox_name()}", body)
+        assert status == 403
+        assert elapsed < HOSTILE_BOUND_S, f"{case}: {elapsed * 1000:.0f} ms"
+        _assert_none_reached_the_engine(engine, marker)
+
+    def test_a_del_byte_in_an_allowed_body_is_an_ordinary_character(
+        self, proxy: Proxy, engine: docker.DockerClient
+    ) -> None:
+        """0x7F is a plain character to Go's decoder, so to the policy too: the
+        hardened sandbox with one in its Env is allowed (and decoded quickly)."""
+        name = sandbox_name()
+        raw = json.dumps(hardened_config()).replace('"Image"', '"Env": ["A=\x7f"], "Image"')
+        try:
+            status, elapsed = _timed(
+                proxy, "POST", f"/containers/create?name={name}", raw.encode("latin-1")
+            )
+            assert status == 201
+            assert elapsed < 5
+        finally:
+            for container in engine.containers.list(all=True, filters={"name": name}):
+                container.remove(force=True)
+
+    @pytest.mark.parametrize("size", [1_000, 200_000])
+    def test_refuses_a_chunked_privileged_create(
+        self, size: int, proxy: Proxy, engine: docker.DockerClient
+    ) -> None:
+        """A chunked body (small, or larger than the buffer) cannot be checked whole."""
+        marker = uuid.uuid4().hex
+        body = _marked_privileged(marker)
+        body["Env"] = ["A=" + "x" * size]
+        payload = json.dumps(body).encode()
+        chunks = b"".join(
+            b"%x\r\n%s\r\n" % (len(payload[i : i + 4096]), payload[i : i + 4096])
+            for i in range(0, len(payload), 4096)
+        )
+        head = (
+            f"POST /containers/create?name={sandbox_name()} HTTP/1.1\r\nHost: docker\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        started = time.monotonic()
+        status = _raw_exchange(proxy.port, head.encode() + chunks + b"0\r\n\r\n")
+        elapsed = time.monotonic() - started
+        # The proxy may answer and close before it has read the whole body; a reset
+        # that lost the answer is a refusal too (the engine check below decides).
+        assert status in (403, None)
+        assert elapsed < 2, f"{elapsed * 1000:.0f} ms"
+        _assert_none_reached_the_engine(engine, marker)
+
+    def test_hostile_bodies_do_not_stall_other_requests(
+        self, proxy: Proxy, engine: docker.DockerClient
+    ) -> None:
+        """While four clients send DEL-filled bodies, the runner's calls keep being
+        answered promptly (one such body used to hold the proxy's Lua for > 1 s)."""
+        marker = uuid.uuid4().hex
+        hostile = _hostile_bodies(marker)["DEL bytes filling the policy limit"]
+
+        def attack(_: int) -> tuple[int, float]:
+            return _timed(proxy, "POST", f"/containers/create?name={sandbox_name()}", hostile)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            attacks = pool.map(attack, range(40))
+            pings = [_timed(proxy, "GET", "/_ping") for _ in range(20)]
+            results = list(attacks)
+        assert {status for status, _ in results} == {403}
+        assert {status for status, _ in pings} == {200}
+        slowest = max(elapsed for _, elapsed in pings)
+        assert slowest < HOSTILE_BOUND_S, f"slowest ping {slowest * 1000:.0f} ms"
+        _assert_none_reached_the_engine(engine, marker)
+
+
+class TestFailsClosed:
+    """A request passes only when the policy ran to its end and allowed it: a Lua
+    failure outside the policy's own error handling refuses the request."""
+
+    @pytest.mark.parametrize("mode", ["raise", "refusal-path"])
+    def test_a_broken_action_refuses_privileged_creates(
+        self, mode: str, sandbox_image: str, engine: docker.DockerClient, tmp_path: Path
+    ) -> None:
+        """``raise``: the action fails before any check; ``refusal-path``: the policy
+        refuses but cannot record its refusal. Either way the create is refused."""
+        faulty = tmp_path / "faulty.lua"
+        faulty.write_text(FAULTY_POLICY)
+        marker = uuid.uuid4().hex
+        with running_proxy(
+            tmp_path,
+            sandbox_image,
+            lua_path=faulty,
+            RCE_TEST_FAULT=mode,
+            RCE_TEST_POLICY=str(PROXY_DIR / "policy.lua"),
+        ) as broken:
+            status, body = broken.request(
+                "POST",
+                f"/v1.41/containers/create?name={sandbox_name()}",
+                _marked_privileged(marker),
+            )
+            ping, _ = broken.request("GET", "/_ping")
+        assert status == 403, body
+        assert "message" in body, body
+        # A check that never ran allows nothing, not even a ping; a check that ran to
+        # its end still allows what it should.
+        assert ping == (403 if mode == "raise" else 200)
+        _assert_none_reached_the_engine(engine, marker)
+
+    def test_lua_memory_exhaustion_refuses(
+        self, sandbox_image: str, engine: docker.DockerClient, tmp_path: Path
+    ) -> None:
+        """With the Lua heap capped at 1 MiB, a flood of heavy privileged creates makes
+        checks (and Lua contexts) fail for lack of memory: every one is refused."""
+        marker = uuid.uuid4().hex
+        heavy = _heavy_privileged(marker)
+        config = _config_with(tmp_path, "tune.lua.maxmem 1")
+        with running_proxy(tmp_path, sandbox_image, config_path=config) as starved:
+
+            def attack(_: int) -> int:
+                return starved.request("POST", f"/containers/create?name={sandbox_name()}", heavy)[
+                    0
+                ]
+
+            with concurrent.futures.ThreadPoolExecutor(32) as pool:
+                statuses = list(pool.map(attack, range(300)))
+            ping, _ = starved.request("GET", "/_ping")
+            log = starved.log_path.read_text(errors="replace")
+        assert set(statuses) == {403}, statuses
+        assert ping == 200
+        assert "not enough memory" in log
+        _assert_none_reached_the_engine(engine, marker)
+
+    def test_lua_timeout_refuses(
+        self, sandbox_image: str, engine: docker.DockerClient, tmp_path: Path
+    ) -> None:
+        """With a 1 ms Lua time limit, the check of a heavy privileged create cannot
+        finish: it is refused."""
+        marker = uuid.uuid4().hex
+        config = _config_with(tmp_path, "tune.lua.session-timeout 1ms")
+        with running_proxy(tmp_path, sandbox_image, config_path=config) as hurried:
+            statuses = [
+                hurried.request(
+                    "POST", f"/containers/create?name={sandbox_name()}", _heavy_privileged(marker)
+                )[0]
+                for _ in range(10)
+            ]
+        assert set(statuses) == {403}
+        _assert_none_reached_the_engine(engine, marker)
