@@ -14,7 +14,7 @@ from runner.base import RunResult
 from runner.fake import FakeSandbox
 from storage.memory import InMemorySessionStore
 
-KEY = "test-key"
+KEY = "unit-test-key-0123456789"
 H = {"X-API-Key": KEY}
 
 
@@ -232,19 +232,22 @@ class TestAuth:
 
 class TestOps:
     def test_health_and_ready(self, client: TestClient, sandbox: FakeSandbox) -> None:
-        """Liveness is unconditional; readiness reports docker and storage separately."""
+        """Liveness is unconditional; readiness reports docker and storage separately
+        to an authenticated caller, and only its status to anyone else."""
         assert client.get("/health").json() == {"status": "ok"}
         assert client.get("/ready").status_code == 200
         sandbox.ping_error = SandboxUnavailable("engine down")
-        r = client.get("/ready")
+        r = client.get("/ready", headers=H)
         assert (
             r.status_code == 503 and r.json()["docker"]["ok"] is False and r.json()["storage"]["ok"]
         )
+        anonymous = client.get("/ready")
+        assert (anonymous.status_code, anonymous.json()) == (503, {"status": "unavailable"})
 
     def test_metrics(self, client: TestClient) -> None:
         """Prometheus metrics include exec latency by language and outcome."""
         client.post("/exec", headers=H, json={"code": "x", "lang": "py"})
-        text = client.get("/metrics").text
+        text = client.get("/metrics", headers=H).text
         assert 'rce_exec_duration_seconds_count{language="py",outcome="ok"} 1.0' in text
 
     def test_request_id_echoed(self, client: TestClient) -> None:
