@@ -2,8 +2,10 @@
 
 An owner is a (tenant, user) pair. JWT callers are (``tenant_id``, ``sub``).
 API-key callers are (``key``, the user they assert: ``User-Id``, ``user_id``,
-``entity_id`` or ``id``); a key caller who asserts no user acts for the whole key
-tenant (the trusted LibreChat host downloading an output, for example).
+``entity_id`` or ``id``). A key caller who asserts no user is *anonymous*: it owns
+what it writes as (``key``, ``""``), may read a file of its tenant whose session (and
+file) id it presents (legacy LibreChat downloads outputs and checks freshness this
+way), and may write, overwrite or delete only anonymous files.
 Files of kind ``agent`` or ``skill`` are shared within their tenant.
 """
 
@@ -35,8 +37,8 @@ class Owner:
 class Caller:
     """The authenticated identity of one request.
 
-    ``user`` is None for a key caller who asserted no user: such a caller may reach
-    every file of its tenant.
+    ``user`` is None for a key caller who asserted no user (anonymous): it may read
+    files of its tenant by id, but modify only anonymous ones (``may_modify``).
     """
 
     tenant: str
@@ -53,3 +55,10 @@ class Caller:
         if self.user is None or kind is not FileKind.USER:
             return True
         return owner.user in ("", self.user)
+
+    def may_modify(self, owner: Owner, kind: FileKind) -> bool:
+        """True when this caller may overwrite or delete a file of ``owner`` (or run an
+        exec that writes into its session). Anonymous callers: anonymous files only."""
+        if self.user is None:
+            return owner == Owner(self.tenant, "")
+        return self.may_access(owner, kind)

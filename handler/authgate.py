@@ -10,8 +10,9 @@ Two exceptions to "headers alone":
 
 - The legacy key-in-body form (``LIBRECHAT_CODE_API_KEY`` in a JSON body, from the
   original README) on the exec routes: a request with no credential header may have
-  at most ``RCE_BODY_KEY_MAX_BYTES`` of body read to look for the key (413 beyond,
-  declared or streamed); the buffered body is then replayed to the route.
+  at most ``RCE_BODY_KEY_MAX_BYTES`` of body read to look for the key (a larger body,
+  declared or streamed, is unauthenticated: 401 saying so); the buffered body is then
+  replayed to the route.
 - Routes that are public by configuration (``/health``; ``/ready`` without details;
   ``/metrics`` and the docs when set to ``public``).
 
@@ -30,7 +31,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.errors import AccessDenied, AuthenticationFailed, CodeInterpreterError, PayloadTooLarge
+from core.errors import AccessDenied, AuthenticationFailed, CodeInterpreterError
 from core.identity import Caller
 from handler.auth import Authenticator
 from handler.middleware import send_error
@@ -65,7 +66,7 @@ class GatePolicy:
         return cls(
             metrics=_access(settings.metrics_access),
             docs=_access(settings.docs_access),
-            body_key_max_bytes=settings.body_key_max_bytes,
+            body_key_max_bytes=min(settings.body_key_max_bytes, settings.max_body_bytes),
             loopback_only=settings.loopback_only(),
         )
 
@@ -187,9 +188,9 @@ class AuthGate:
 
     async def _read_capped(self, headers: Mapping[str, str], receive: Receive) -> bytes:
         cap = self.policy.body_key_max_bytes
-        too_large = PayloadTooLarge(
-            f"a request that carries its API key in the JSON body may be at most {cap} bytes "
-            "(RCE_BODY_KEY_MAX_BYTES): send the key in the X-API-Key header instead"
+        too_large = AuthenticationFailed(
+            "missing credentials: send X-API-Key or Authorization: Bearer (a key in the JSON "
+            f"body is looked for only in bodies of at most {cap} bytes, RCE_BODY_KEY_MAX_BYTES)"
         )
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:

@@ -102,11 +102,6 @@ class Settings(BaseSettings):
     allow_insecure_no_auth: bool = Field(
         False, description="Allow RCE_AUTH_MODE=none off loopback (trusted networks only)."
     )
-    anonymous_key_reads: bool = Field(
-        True,
-        description="A key caller naming no user may read files by session id (legacy "
-        "LibreChat's downloads and freshness checks); it never writes or deletes them.",
-    )
     body_key_max_bytes: int = Field(
         64 * 1024,
         description="Largest body read to find a legacy key in the JSON body (exec routes).",
@@ -250,8 +245,6 @@ class Settings(BaseSettings):
             raise ValueError("RCE_EXEC_QUEUE_SIZE must be >= 0")
         if self.exec_queue_timeout_s <= 0:
             raise ValueError("RCE_EXEC_QUEUE_TIMEOUT_S must be > 0")
-        if self.body_key_max_bytes > self.max_body_bytes:
-            raise ValueError("RCE_BODY_KEY_MAX_BYTES must be <= RCE_MAX_BODY_BYTES")
 
     @property
     def uses_api_keys(self) -> bool:

@@ -13,13 +13,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from core.errors import InvalidRequest, PayloadTooLarge
+from core.errors import AccessDenied, InputsTooLarge, InvalidRequest, PayloadTooLarge
 from core.identity import Caller, FileKind
 from core.ids import check_id, derived_id, new_id
 from core.names import normalize_name
 from runner.base import InputFile, Language, Limits, RunRequest, RunResult, Sandbox
 from runner.sync import StoredRef, plan_restore, plan_sync
-from storage.access import check_session_access, guess_content_type, stat_file
+from storage.access import (
+    check_session_access,
+    check_session_writable,
+    guess_content_type,
+    stat_file,
+)
 from storage.base import FileMeta, NewFile, SessionStore
 
 log = logging.getLogger(__name__)
@@ -183,6 +188,27 @@ def _note_skipped(run: RunResult) -> None:
         run.stderr += notes
 
 
+def _check_inputs_fit(inputs: dict[str, FileMeta], limits: Limits) -> None:
+    """Refuse, before any sandbox starts, inputs that cannot fit the workspace. Every
+    destination counts, so one file restored under two names counts twice."""
+    total = sum(meta.size for meta in inputs.values())
+    if total > limits.workspace_bytes:
+        raise InputsTooLarge(
+            f"the exec's input files total {total} bytes, more than its workspace holds "
+            f"({limits.workspace_bytes} bytes, RCE_WORKSPACE_SIZE): restore fewer files"
+        )
+
+
+def _check_exec_may_write(caller: Caller, files: list[FileMeta]) -> None:
+    """An exec writes its outputs into the session: an anonymous key caller may do that
+    only in a session that holds nothing but anonymous files."""
+    if caller.user is None and not all(caller.may_modify(f.owner, f.kind) for f in files):
+        raise AccessDenied(
+            "this session holds another owner's files: name the user (user_id or User-Id)"
+        )
+    check_session_writable(caller, files)
+
+
 def execute(
     request: ExecRequest,
     caller: Caller,
@@ -208,10 +234,12 @@ def execute(
         session_id = check_id(request.session_id, "session_id")
         own = store.list(session_id)
         check_session_access(caller, own)
+        _check_exec_may_write(caller, own)
         own = [m for m in own if caller.may_access(m.owner, m.kind)]
     else:
         session_id = new_id()
     inputs = _resolve_inputs(request, caller, store, own)
+    _check_inputs_fit(inputs, limits)
     run_request = RunRequest(
         language=request.language,
         code=request.code,

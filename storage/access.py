@@ -33,6 +33,13 @@ def check_session_access(caller: Caller, files: list[FileMeta]) -> None:
         raise AccessDenied("this session belongs to another owner")
 
 
+def check_session_writable(caller: Caller, files: list[FileMeta]) -> None:
+    """Refuse a session that holds files and none of them is the caller's to modify
+    (an anonymous key caller: any file that is not anonymous)."""
+    if files and not any(caller.may_modify(f.owner, f.kind) for f in files):
+        raise AccessDenied("this session belongs to another owner")
+
+
 def stat_file(store: SessionStore, caller: Caller, session_id: str, file_id: str) -> FileMeta:
     """Metadata of one file the caller may see."""
     check_id(session_id, "session_id")
@@ -72,8 +79,10 @@ def find_by_name(store: SessionStore, caller: Caller, session_id: str, name: str
 
 
 def delete_file(store: SessionStore, caller: Caller, session_id: str, file_id: str) -> None:
-    """Delete a file the caller may see."""
-    stat_file(store, caller, session_id, file_id)
+    """Delete a file the caller may modify."""
+    meta = stat_file(store, caller, session_id, file_id)
+    if not caller.may_modify(meta.owner, meta.kind):
+        raise AccessDenied("this file belongs to another owner: name the user (User-Id)")
     store.delete(session_id, file_id)
 
 
@@ -91,7 +100,7 @@ def resolve_upload_session(store: SessionStore, caller: Caller, session_id: str 
     if not session_id:
         return new_id()
     check_id(session_id, "session_id")
-    check_session_access(caller, store.list(session_id))
+    check_session_writable(caller, store.list(session_id))
     return session_id
 
 
