@@ -133,7 +133,11 @@ async def _send_json(
     body = json.dumps(
         {"error": code, "message": message, "status": status, "request_id": current_request_id()}
     ).encode()
-    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
     await send(
         {
             "type": "http.response.start",
