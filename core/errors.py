@@ -10,6 +10,7 @@ table. A failure *inside the user's program* is never an error: it is a result.
     │   ├── UnsupportedLanguage        400  ``lang`` is not one we run
     │   └── InvalidId                  400  a session or file id has the wrong shape
     ├── PayloadTooLarge                413  a body, code or file is over its limit
+    │   └── InputsTooLarge             413  an exec's inputs do not fit its workspace
     ├── AuthenticationFailed           401  missing, wrong or expired credentials
     ├── AccessDenied                   403  the caller does not own that session or file
     │   └── ReadOnlyFile               403  the file is read-only: it cannot be changed or deleted
@@ -19,6 +20,9 @@ table. A failure *inside the user's program* is never an error: it is a result.
     ├── StorageError                   503  the session store failed
     │   ├── StorageUnavailable         503  unreachable, 5xx or throttled after retries
     │   └── StoragePermissionDenied    503  the store refused our credentials
+    ├── Overloaded                          the service is at capacity (``Retry-After``)
+    │   ├── ExecQueueFull              429  every exec slot is busy and the queue is full
+    │   └── ExecQueueTimeout           503  the exec waited in the queue too long
     └── SandboxError                   503  the container engine failed
         ├── SandboxUnavailable         503  no Docker engine answers
         ├── SandboxImageMissing        503  the sandbox image is not on the engine
@@ -61,6 +65,12 @@ class PayloadTooLarge(CodeInterpreterError):
     """A request body, the code or an uploaded file is over its configured limit."""
 
     code = "payload_too_large"
+
+
+class InputsTooLarge(PayloadTooLarge):
+    """The files an exec would restore add up to more than its workspace holds."""
+
+    code = "inputs_too_large"
 
 
 class AuthenticationFailed(CodeInterpreterError):
@@ -116,6 +126,28 @@ class StoragePermissionDenied(StorageError):
     """The store refused our credentials (check the S3 keys and bucket policy)."""
 
     code = "storage_permission_denied"
+
+
+class Overloaded(CodeInterpreterError):
+    """The service is at capacity; the client should retry after ``retry_after_s``."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ExecQueueFull(Overloaded):
+    """Every exec slot is busy and the wait queue is full (RCE_EXEC_QUEUE_SIZE)."""
+
+    code = "exec_queue_full"
+
+
+class ExecQueueTimeout(Overloaded):
+    """An exec waited longer than RCE_EXEC_QUEUE_TIMEOUT_S for a slot."""
+
+    code = "exec_queue_timeout"
 
 
 class SandboxError(CodeInterpreterError):

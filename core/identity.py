@@ -2,8 +2,10 @@
 
 An owner is a (tenant, user) pair. JWT callers are (``tenant_id``, ``sub``).
 API-key callers are (``key``, the user they assert: ``User-Id``, ``user_id``,
-``entity_id`` or ``id``); a key caller who asserts no user acts for the whole key
-tenant (the trusted LibreChat host downloading an output, for example).
+``entity_id`` or ``id``). A key caller who asserts no user is *anonymous*: it owns
+what it writes as (``key``, ``""``), may read a file of its tenant whose session (and
+file) id it presents (legacy LibreChat downloads outputs and checks freshness this
+way), and may write into a session only when every file there is anonymous.
 Files of kind ``agent`` or ``skill`` are shared within their tenant: readable
 by every caller of the tenant. Writing is narrower: only a file's own owner may
 replace or delete it (``Caller.may_modify``), and a read-only file is never
@@ -38,8 +40,8 @@ class Owner:
 class Caller:
     """The authenticated identity of one request.
 
-    ``user`` is None for a key caller who asserted no user: such a caller may reach
-    every file of its tenant.
+    ``user`` is None for a key caller who asserted no user (anonymous): it may read
+    files of its tenant by id, but modify only anonymous ones (``may_modify``).
     """
 
     tenant: str

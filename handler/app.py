@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from handler.authgate import AuthGate, GatePolicy
 from handler.errors import install_error_handlers
 from handler.logs import configure_logging
 from handler.maintenance import Maintenance
@@ -25,15 +26,18 @@ from storage.base import SessionStore
 log = logging.getLogger(__name__)
 
 
-def _body_limit(settings: Settings) -> Callable[[str], int]:
-    upload_limit = settings.max_upload_bytes + 1024 * 1024
-    batch_limit = settings.max_upload_bytes * 8
+def _body_limit(settings: Settings) -> Callable[[str, str], int]:
+    """Multipart bodies on the upload routes have the upload caps; every other body
+    (JSON above all) has ``RCE_MAX_BODY_BYTES``, whatever the route."""
+    upload_limit = settings.max_upload_bytes + 1024 * 1024  # the file and its form fields
+    batch_limit = settings.max_batch_bytes
 
-    def limit_for(path: str) -> int:
-        if path.endswith("/upload/batch"):
-            return batch_limit
-        if path.endswith("/upload"):
-            return upload_limit
+    def limit_for(path: str, content_type: str) -> int:
+        if content_type.lower().startswith("multipart/form-data"):
+            if path.endswith("/upload/batch"):
+                return batch_limit
+            if path.endswith("/upload"):
+                return upload_limit
         return settings.max_body_bytes
 
     return limit_for
@@ -70,13 +74,17 @@ def create_app(
         summary="Sandboxed code interpreter API for LibreChat",
         version="0.1.0",
         lifespan=lifespan,
+        # RCE_DOCS_ACCESS=off: no /docs, /redoc or /openapi.json at all.
+        openapi_url=None if settings.docs_access == "off" else "/openapi.json",
     )
     app.state.services = services
     install_error_handlers(app)
-    router = build_router()
+    router = build_router(metrics_on=settings.metrics_access != "off")
     app.include_router(router)
     app.include_router(router, prefix="/v1", include_in_schema=False)
+    # Outermost last: request id, then authentication (headers only), then body limits.
     app.add_middleware(BodyLimitMiddleware, limit_for=_body_limit(settings))
+    app.add_middleware(AuthGate, auth=services.auth, policy=GatePolicy.from_settings(settings))
     app.add_middleware(RequestIdMiddleware)
     return app
 

@@ -258,6 +258,11 @@ class Authenticator:
         return self._mode
 
     @property
+    def accepts_api_keys(self) -> bool:
+        """True when API keys are credentials here (``api_key`` or ``both``)."""
+        return bool(self._api_keys)
+
+    @property
     def warnings(self) -> tuple[str, ...]:
         """Things the operator must hear at start-up (e.g. ``none`` mode); log each."""
         return self._warnings

@@ -27,6 +27,8 @@ STATUS_BY_ERROR: tuple[tuple[type[e.CodeInterpreterError], int], ...] = (
     (e.AccessDenied, 403),
     (e.NotFound, 404),
     (e.PayloadTooLarge, 413),
+    (e.ExecQueueFull, 429),
+    (e.ExecQueueTimeout, 503),
     (e.StorageError, 503),
     (e.SandboxError, 503),
 )
@@ -40,7 +42,14 @@ def status_for(exc: e.CodeInterpreterError) -> int:
     return 500
 
 
-def error_response(status: int, code: str, message: str, **extra: object) -> JSONResponse:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: object,
+) -> JSONResponse:
     """A JSON error in the one shape every error uses."""
     body: dict[str, object] = {
         "error": code,
@@ -49,8 +58,10 @@ def error_response(status: int, code: str, message: str, **extra: object) -> JSO
         "request_id": current_request_id(),
     }
     body.update(extra)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
@@ -58,7 +69,10 @@ async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
     if status >= 500:
         log.warning("request failed: %s: %s", type(exc).__name__, exc.message)
-    return error_response(status, exc.code, exc.message)
+    headers = None
+    if isinstance(exc, e.Overloaded):
+        headers = {"Retry-After": str(max(1, exc.retry_after_s))}
+    return error_response(status, exc.code, exc.message, headers=headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids, body-size limits, access metrics."""
+"""Pure ASGI middleware: request ids, body-size limits, error answers sent from here."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.errors import CodeInterpreterError, Overloaded
+from handler.errors import status_for
 from handler.logs import current_request_id, reset_request_id, set_request_id
 
 log = logging.getLogger(__name__)
@@ -59,9 +61,13 @@ class RequestIdMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Answers 413 as soon as a body passes its route's limit, streamed or declared."""
+    """Answers 413 as soon as a body passes its limit, streamed or declared.
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+    ``limit_for(path, content_type)`` gives the limit: JSON and other bodies have
+    their own cap, independent of the upload routes' multipart caps.
+    """
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str, str], int]) -> None:
         self.app = app
         self.limit_for = limit_for
 
@@ -69,8 +75,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["path"])
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        limit = self.limit_for(scope["path"], content_type)
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_413(send, limit)
             return
@@ -103,15 +111,38 @@ async def _send_413(send: Send, limit: int) -> None:
     await _send_json(send, 413, "payload_too_large", f"request body is larger than {limit} bytes")
 
 
-async def _send_json(send: Send, status: int, code: str, message: str) -> None:
+async def send_error(send: Send, exc: CodeInterpreterError) -> None:
+    """Answer with a domain error (the one shape and status of ``handler.errors``) and
+    close the connection: whatever body the client still sends is never read."""
+    status = status_for(exc)
+    headers: list[tuple[bytes, bytes]] = []
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if isinstance(exc, Overloaded):
+        headers.append((b"retry-after", str(max(1, exc.retry_after_s)).encode()))
+    await _send_json(send, status, exc.code, exc.message, headers)
+
+
+async def _send_json(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     body = json.dumps(
         {"error": code, "message": message, "status": status, "request_id": current_request_id()}
     ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            "headers": headers + (extra_headers or []),
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -3,7 +3,7 @@ domain errors propagate to the one mapping in ``handler.errors``."""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
 from collections.abc import Iterator
 from enum import Enum
@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from core.errors import (
     AuthenticationFailed,
@@ -28,6 +29,7 @@ from core.errors import (
 from core.identity import Caller, FileKind
 from core.ids import check_id, is_valid_id
 from handler.auth import with_asserted_user
+from handler.authgate import caller_of
 from handler.logs import current_request_id
 from handler.schemas import ExecIn, ExecOut, UploadedOut, UploadOut, file_entry, object_info
 from handler.services import Services
@@ -38,6 +40,10 @@ from storage.base import FileMeta, StoredObject
 
 OPS: list[str | Enum] = ["ops"]
 Detail = Literal["simple", "summary", "full", "normalized"]
+#: Memory an uploaded file may use before it is spooled to disk (per file).
+UPLOAD_SPOOL_MEMORY = 128 * 1024
+#: How long ``/ready`` waits for each probe before reporting it failed.
+READY_PROBE_TIMEOUT_S = 2.0
 
 
 def _services(request: Request) -> Services:
@@ -48,33 +54,18 @@ def _services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-async def _body_api_key(request: Request) -> str | None:
-    """Legacy clients put the key in the JSON body as ``LIBRECHAT_CODE_API_KEY``."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        return None
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return None
-    key = body.get("LIBRECHAT_CODE_API_KEY") if isinstance(body, dict) else None
-    return key if isinstance(key, str) else None
-
-
 def _asserted(request: Request, *extra: str | None) -> list[str | None]:
     kind = request.query_params.get("kind")
     query_id = request.query_params.get("id") if kind in (None, "user") else None
     return [request.headers.get("user-id"), *extra, query_id]
 
 
-async def caller(request: Request, services: ServicesDep) -> Caller:
-    """The authenticated caller, scoped to the user a key caller asserts."""
-    try:
-        found = services.auth.authenticate(request.headers)
-    except AuthenticationFailed:
-        body_key = await _body_api_key(request)
-        if body_key is None:
-            raise
-        found = services.auth.authenticate(request.headers, body_api_key=body_key)
+def caller(request: Request) -> Caller:
+    """The caller ``handler.authgate.AuthGate`` authenticated from the headers (before
+    any body was read), scoped to the user a key caller asserts."""
+    found = caller_of(request.scope)
+    if found is None:  # fail closed: the gate did not run or the route is public
+        raise AuthenticationFailed("missing credentials: send X-API-Key or Authorization")
     return with_asserted_user(found, *_asserted(request))
 
 
@@ -177,16 +168,25 @@ def _open_by_ref(services: Services, who: Caller, session_id: str, ref: str) -> 
     return access.open_file(services.store, who, session_id, meta.file_id)
 
 
+async def _parse_form(request: Request, max_files: int) -> FormData:
+    """The multipart form, each file spooled to disk past ``UPLOAD_SPOOL_MEMORY``: a
+    request's memory is bounded by its file count, its disk by the body limit."""
+    parser = MultiPartParser(request.headers, request.stream(), max_files=max_files, max_fields=100)
+    parser.spool_max_size = UPLOAD_SPOOL_MEMORY
+    try:
+        return await parser.parse()
+    except (MultiPartException, ValueError, KeyError, AssertionError) as exc:
+        raise InvalidRequest(f"malformed multipart body: {exc}") from exc
+
+
 async def _form_files(request: Request, max_files: int) -> tuple[Any, list[UploadFile]]:
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
         raise InvalidRequest("upload must be multipart/form-data with a 'file' part")
-    try:
-        form = await request.form(max_files=max_files, max_fields=100)
-    except (ValueError, KeyError, AssertionError) as exc:
-        raise InvalidRequest(f"malformed multipart body: {exc}") from exc
+    form = await _parse_form(request, max_files)
     files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
     if not files:
+        await form.close()
         raise InvalidRequest("multipart body has no 'file' part")
     return form, files
 
@@ -228,7 +228,8 @@ def _store_upload(
 
 
 async def _upload(request: Request, services: Services, who: Caller, batch: bool) -> UploadOut:
-    form, files = await _form_files(request, max_files=1000 if batch else 16)
+    max_files = services.settings.max_batch_files if batch else 16
+    form, files = await _form_files(request, max_files=max_files)
     try:
         who = with_asserted_user(who, *_asserted_form(form))
         kind = _upload_kind(form)
@@ -282,34 +283,58 @@ def _upload_answer(session_id: str, out: list[UploadedOut], batch: bool) -> Uplo
     )
 
 
-def build_router() -> APIRouter:
-    """All routes; the app mounts them at ``/`` and again under ``/v1``."""
-    router = APIRouter()
+async def _probe(services: Services, probe: Any) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(
+            loop.run_in_executor(services.probe_executor, probe), READY_PROBE_TIMEOUT_S
+        )
+        return {"ok": True}
+    except CodeInterpreterError as exc:
+        return {"ok": False, "error": exc.code, "message": exc.message}
+    except TimeoutError:
+        return {"ok": False, "error": "timeout", "message": "no answer within 2 s"}
 
+
+def _shows_ready_details(services: Services, request: Request) -> bool:
+    setting = services.settings.ready_details
+    return setting == "public" or (setting == "auth" and caller_of(request.scope) is not None)
+
+
+def _add_ops_routes(router: APIRouter, metrics_on: bool) -> None:
     @router.get("/health", tags=OPS)
-    def health() -> dict[str, str]:
-        """Liveness: the process answers."""
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers (on the event loop: no thread needed)."""
         return {"status": "ok"}
 
     @router.get("/ready", tags=OPS)
-    def ready(services: ServicesDep) -> JSONResponse:
-        """Readiness: the Docker engine and the store, reported separately."""
-        checks: dict[str, dict[str, Any]] = {}
-        for name, probe in (("docker", services.sandbox.ping), ("storage", services.store.ping)):
-            try:
-                probe()
-                checks[name] = {"ok": True}
-            except CodeInterpreterError as exc:
-                checks[name] = {"ok": False, "error": exc.code, "message": exc.message}
+    async def ready(services: ServicesDep, request: Request) -> JSONResponse:
+        """Readiness: the Docker engine and the store, probed on their own threads with
+        a timeout; details for authenticated callers (RCE_READY_DETAILS)."""
+        checks = {
+            "docker": await _probe(services, services.sandbox.ping),
+            "storage": await _probe(services, services.store.ping),
+        }
         ok = all(c["ok"] for c in checks.values())
-        return JSONResponse(
-            {"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503
-        )
+        body: dict[str, Any] = {"status": "ok" if ok else "unavailable"}
+        if _shows_ready_details(services, request):
+            body.update(checks)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
-    @router.get("/metrics", tags=OPS, include_in_schema=False)
-    def metrics(services: ServicesDep) -> Response:
-        """Prometheus metrics."""
-        return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    if metrics_on:
+
+        @router.get("/metrics", tags=OPS, include_in_schema=False)
+        def metrics(services: ServicesDep) -> Response:
+            """Prometheus metrics."""
+            return Response(
+                generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST
+            )
+
+
+def build_router(*, metrics_on: bool = True) -> APIRouter:
+    """All routes; the app mounts them at ``/`` and again under ``/v1``."""
+    router = APIRouter()
+    _add_ops_routes(router, metrics_on)
 
     @router.post(
         "/exec", tags=router_tags, response_model=ExecOut, response_model_exclude_none=True
@@ -321,10 +346,13 @@ def build_router() -> APIRouter:
         include_in_schema=False,
         response_model_exclude_none=True,
     )
-    def exec_code(body: ExecIn, who: CallerDep, services: ServicesDep, request: Request) -> ExecOut:
-        """Run code in a fresh sandbox. A failing program is a 200 with ``stderr``."""
+    async def exec_code(body: ExecIn, who: CallerDep, services: ServicesDep) -> ExecOut:
+        """Run code in a fresh sandbox. A failing program is a 200 with ``stderr``.
+        Admission is bounded (RCE_MAX_CONCURRENT_EXECS, RCE_EXEC_QUEUE_SIZE): 429 or 503
+        with ``Retry-After`` when the service is full."""
         who = with_asserted_user(who, body.user_id)
-        return _run_exec(services, who, body, current_request_id())
+        request_id = current_request_id()
+        return await services.exec_gate.run(lambda: _run_exec(services, who, body, request_id))
 
     @router.post(
         "/upload", tags=router_tags, response_model=UploadOut, response_model_exclude_none=True

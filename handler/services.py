@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from handler.admission import ExecGate
 from handler.auth import Authenticator
 from handler.metrics import Metrics
 from handler.settings import Settings
@@ -56,7 +58,12 @@ class Services:
     sandbox: Sandbox
     auth: Authenticator
     metrics: Metrics
+    exec_gate: ExecGate
     policy: ExecPolicy = field(default_factory=ExecPolicy)
+    #: ``/ready``'s probes run here, never on the exec slots or the shared threadpool.
+    probe_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="rce-ready")
+    )
 
     def startup_warnings(self) -> list[str]:
         """Things an operator must hear about at start-up."""
@@ -66,7 +73,9 @@ class Services:
         return warnings
 
     def close(self) -> None:
-        """Release adapters (drains the warm pool)."""
+        """Release adapters (drains the warm pool) and the exec and probe threads."""
+        self.exec_gate.close()
+        self.probe_executor.shutdown(wait=False, cancel_futures=True)
         self.sandbox.close()
 
 
@@ -81,12 +90,16 @@ def build_services(
     """Build real adapters for whatever is not given."""
     store = store if store is not None else build_store(settings)
     sandbox = sandbox if sandbox is not None else build_sandbox(settings)
+    gate = ExecGate(
+        settings.max_concurrent_execs, settings.exec_queue_size, settings.exec_queue_timeout_s
+    )
     return Services(
         settings=settings,
         store=store,
         sandbox=sandbox,
         auth=Authenticator(settings),
-        metrics=Metrics(_sandbox_stats(sandbox)),
+        metrics=Metrics(_sandbox_stats(sandbox), gate),
+        exec_gate=gate,
         policy=ExecPolicy(
             limits=settings.limits(),
             max_run_timeout_s=settings.max_run_timeout_s,

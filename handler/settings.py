@@ -23,6 +23,28 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from runner.base import Limits
 
 DEFAULT_API_KEY = "your_secret_key"
+#: Shortest API key accepted off loopback.
+MIN_KEY_CHARS = 16
+#: Keys (lower-cased, letters and digits only) that are placeholders, not secrets.
+_PLACEHOLDER_KEYS = frozenset(
+    {
+        "changeme",
+        "changethis",
+        "secret",
+        "password",
+        "test",
+        "example",
+        "yoursecretkey",
+        "apikey",
+        "default",
+        "admin",
+        "letmein",
+        "placeholder",
+        "dummy",
+        "sample",
+    }
+)
+_PLACEHOLDER_PARTS = ("changeme", "changethis", "yoursecret", "example", "placeholder")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -37,13 +59,26 @@ def parse_size(value: str | int) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ``::1``)."""
     if host in ("localhost", ""):
         return host == "localhost"
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def weak_key_reason(key: str) -> str | None:
+    """Why ``key`` is not a secret (too short, a placeholder), or None when it may be one."""
+    letters = "".join(c for c in key.lower() if c.isalnum())
+    if letters in _PLACEHOLDER_KEYS or any(part in letters for part in _PLACEHOLDER_PARTS):
+        return "a placeholder such as change-me"
+    if len(key) < MIN_KEY_CHARS:
+        return f"shorter than {MIN_KEY_CHARS} characters"
+    if len(set(key)) < 4:
+        return "made of fewer than 4 distinct characters"
+    return None
 
 
 class Settings(BaseSettings):
@@ -64,6 +99,16 @@ class Settings(BaseSettings):
     jwt_audience: str = "codeapi"
     jwt_algorithms: str = "EdDSA,RS256"
     jwt_leeway_s: float = 30.0
+    allow_insecure_no_auth: bool = Field(
+        False, description="Allow RCE_AUTH_MODE=none off loopback (trusted networks only)."
+    )
+    body_key_max_bytes: int = Field(
+        64 * 1024,
+        description="Largest body read to find a legacy key in the JSON body (exec routes).",
+    )
+    metrics_access: Literal["auth", "public", "off"] = "auth"
+    ready_details: Literal["auth", "public", "off"] = "auth"
+    docs_access: Literal["auth", "public", "off"] = "auth"
 
     # --- server -----------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -73,6 +118,13 @@ class Settings(BaseSettings):
     max_code_bytes: int = 1024 * 1024
     max_body_bytes: int = 8 * 1024 * 1024
     max_upload_bytes: int = 150 * 1024 * 1024
+    max_batch_bytes: int = Field(
+        300 * 1024 * 1024, description="Largest /upload/batch body (all files together)."
+    )
+    max_batch_files: int = 100
+    max_concurrent_execs: int = 8
+    exec_queue_size: int = 32
+    exec_queue_timeout_s: float = 30.0
 
     # --- storage ----------------------------------------------------------------
     storage: str = Field("file://.rce/sessions", description="file:///path or s3://bucket/prefix")
@@ -128,7 +180,19 @@ class Settings(BaseSettings):
             raise ValueError("RCE_SESSION_TTL_HOURS must be at least 24 (LibreChat's 23 h rule)")
         return value
 
-    @field_validator("cpu_limit", "pids_limit", "max_output_bytes", "max_files", "max_open_files")
+    @field_validator(
+        "cpu_limit",
+        "pids_limit",
+        "max_output_bytes",
+        "max_files",
+        "max_open_files",
+        "max_body_bytes",
+        "max_upload_bytes",
+        "max_batch_bytes",
+        "max_batch_files",
+        "max_concurrent_execs",
+        "body_key_max_bytes",
+    )
     @classmethod
     def _check_positive(cls, value: int) -> int:
         if value <= 0:
@@ -140,15 +204,8 @@ class Settings(BaseSettings):
         keys = self.api_key_list()
         if self.auth_mode in ("api_key", "both") and not keys:
             raise ValueError("CUSTOM_RCE_API_KEY is empty but RCE_AUTH_MODE needs an API key")
-        if (
-            self.auth_mode in ("api_key", "both")
-            and DEFAULT_API_KEY in keys
-            and not _is_loopback(self.host)
-        ):
-            raise ValueError(
-                "CUSTOM_RCE_API_KEY is the default placeholder while RCE_HOST "
-                f"({self.host}) is not a loopback address: set a real key"
-            )
+        if not is_loopback(self.host):
+            self._refuse_off_loopback()
         if self.auth_mode in ("jwt", "both") and not (
             self.jwt_public_key or self.jwt_public_key_file
         ):
@@ -165,7 +222,42 @@ class Settings(BaseSettings):
             raise ValueError("RCE_POOL_SIZE must be >= 0")
         if self.pool_data_size < 0:
             raise ValueError("RCE_POOL_DATA_SIZE must be >= 0")
+        self._check_load_bounds()
         return self
+
+    def _refuse_off_loopback(self) -> None:
+        if self.auth_mode == "none" and not self.allow_insecure_no_auth:
+            raise ValueError(
+                f"RCE_AUTH_MODE=none while RCE_HOST ({self.host}) is not a loopback address: "
+                "use api_key/jwt, or set RCE_ALLOW_INSECURE_NO_AUTH=true on a trusted network"
+            )
+        for key in self.api_key_list() if self.uses_api_keys else []:
+            reason = weak_key_reason(key)
+            if reason:
+                raise ValueError(
+                    f"CUSTOM_RCE_API_KEY holds a key that is {reason} while RCE_HOST "
+                    f"({self.host}) is not a loopback address: set a real key "
+                    "(e.g. openssl rand -hex 32)"
+                )
+
+    def _check_load_bounds(self) -> None:
+        if self.exec_queue_size < 0:
+            raise ValueError("RCE_EXEC_QUEUE_SIZE must be >= 0")
+        if self.exec_queue_timeout_s <= 0:
+            raise ValueError("RCE_EXEC_QUEUE_TIMEOUT_S must be > 0")
+
+    @property
+    def uses_api_keys(self) -> bool:
+        """True when API keys are accepted (``api_key`` or ``both``)."""
+        return self.auth_mode in ("api_key", "both")
+
+    def loopback_only(self) -> bool:
+        """True when this configuration is safe only for loopback connections: no auth
+        (without RCE_ALLOW_INSECURE_NO_AUTH) or a weak API key. The app then refuses
+        every request that did not arrive on a loopback address, whatever RCE_HOST says."""
+        if self.auth_mode == "none":
+            return not self.allow_insecure_no_auth
+        return self.uses_api_keys and any(weak_key_reason(k) for k in self.api_key_list())
 
     def container_label_map(self) -> dict[str, str]:
         """``RCE_CONTAINER_LABELS`` as a dict; ``org.rce.*`` labels are reserved."""

@@ -38,6 +38,8 @@ MAX_NAME_BYTES = 4096
 MAX_SKIPPED = 1000
 MAX_NOTICES = 20
 SPOOL_MAX_MEMORY = 1024 * 1024
+#: Memory all of one reply's output files may use together before they go to disk.
+SPOOL_MEMORY_PER_REPLY = 4 * 1024 * 1024
 _COPY_CHUNK = 256 * 1024
 
 
@@ -268,6 +270,8 @@ class ReplyReader:
         self._source = source
         self._limits = request.limits
         self._names: set[str] = set()
+        self._output_bytes = 0
+        self._spool_memory_left = SPOOL_MEMORY_PER_REPLY
         self.reply = Reply(
             stdout=_Capped(request.limits.max_output_bytes),
             stderr=_Capped(request.limits.max_output_bytes),
@@ -301,6 +305,13 @@ class ReplyReader:
             else:
                 raise ProtocolError(f"unknown frame kind {kind!r}")
 
+    def _spool(self, size: int) -> IO[bytes]:
+        """A spool whose memory share comes out of the reply's budget (disk beyond)."""
+        in_memory = min(SPOOL_MAX_MEMORY, self._spool_memory_left, size)
+        self._spool_memory_left -= in_memory
+        # max_size=0 would never roll over: at least 1 byte means "disk almost at once".
+        return tempfile.SpooledTemporaryFile(max_size=max(1, in_memory))
+
     def _read_file(self, meta: dict[str, Any]) -> None:
         name, size = meta.get("name"), meta.get("size")
         limits = self._limits
@@ -310,8 +321,12 @@ class ReplyReader:
             raise ProtocolError(f"output file {name!r} has an invalid size")
         if size > limits.max_file_bytes or len(self.reply.outputs) >= limits.max_files:
             raise ProtocolError(f"output file {name!r} is over the file limits")
+        # The workspace cannot hold more than its size: a reply claiming more is forged.
+        self._output_bytes += size
+        if self._output_bytes > limits.workspace_bytes:
+            raise ProtocolError("output files total more than the workspace size")
         self._names.add(name)
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_MEMORY)  # noqa: SIM115 - returned open in the result
+        spool = self._spool(size)
         self.reply.outputs.append(OutputFile(name=name, size=size, sha256="", data=spool))  # type: ignore[arg-type]
         digest = hashlib.sha256()
         remaining = size

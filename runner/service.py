@@ -14,7 +14,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from core.errors import AccessDenied, FileNotFound, InvalidRequest, PayloadTooLarge
+from core.errors import (
+    AccessDenied,
+    FileNotFound,
+    InputsTooLarge,
+    InvalidRequest,
+    PayloadTooLarge,
+)
 from core.identity import Caller, FileKind
 from core.ids import check_id, derived_id, new_id
 from core.names import check_name, display_name, name_problem, normalize_name
@@ -39,7 +45,13 @@ from runner.sync import (
     plan_sync,
     size_reason,
 )
-from storage.access import check_session_access, guess_content_type, prefer_own, stat_file
+from storage.access import (
+    check_session_access,
+    check_session_writable,
+    guess_content_type,
+    prefer_own,
+    stat_file,
+)
 from storage.base import FileMeta, NewFile, SessionStore
 
 log = logging.getLogger(__name__)
@@ -118,6 +130,7 @@ def _visible_files(
     check_id(session_id, "session_id")
     files = store.list(session_id)
     check_session_access(caller, files)
+    check_session_writable(caller, files)
     return session_id, [m for m in files if caller.may_access(m.owner, m.kind)]
 
 
@@ -299,6 +312,17 @@ def _note_skipped(run: RunResult) -> None:
         run.stderr += notes
 
 
+def _check_inputs_fit(inputs: dict[str, FileMeta], limits: Limits) -> None:
+    """Refuse, before any sandbox starts, inputs that cannot fit the workspace. Every
+    destination counts, so one file restored under two names counts twice."""
+    total = sum(meta.size for meta in inputs.values())
+    if total > limits.workspace_bytes:
+        raise InputsTooLarge(
+            f"the exec's input files total {total} bytes, more than its workspace holds "
+            f"({limits.workspace_bytes} bytes, RCE_WORKSPACE_SIZE): restore fewer files"
+        )
+
+
 def execute(
     request: ExecRequest,
     caller: Caller,
@@ -322,6 +346,7 @@ def execute(
     session_id, visible = _visible_files(store, caller, request.session_id)
     by_name = _by_name(caller, visible)
     inputs = _resolve_inputs(request, caller, store, by_name)
+    _check_inputs_fit(inputs, limits)
     restore = _Restore(store, caller)
     planned = {name: _ref_of(meta) for name, meta in inputs.items()}
     run_request = RunRequest(

@@ -57,6 +57,21 @@ def check_session_access(caller: Caller, files: list[FileMeta]) -> None:
         raise AccessDenied("this session belongs to another owner")
 
 
+def check_session_writable(caller: Caller, files: list[FileMeta]) -> None:
+    """Refuse to write into a session (upload, exec outputs) the caller may not write.
+
+    A named caller may write where it may read: its writes get ids of its own, so
+    they never replace another owner's file. An anonymous key caller may write only
+    into a session that holds nothing but anonymous files."""
+    if caller.user is None:
+        if not all(caller.may_modify(f.owner) for f in files):
+            raise AccessDenied(
+                "this session holds another owner's files: name the user (user_id or User-Id)"
+            )
+        return
+    check_session_access(caller, files)
+
+
 def stat_file(store: SessionStore, caller: Caller, session_id: str, file_id: str) -> FileMeta:
     """Metadata of one file the caller may see."""
     check_id(session_id, "session_id")
@@ -132,7 +147,7 @@ def resolve_upload_session(store: SessionStore, caller: Caller, session_id: str 
     if not session_id:
         return new_id()
     check_id(session_id, "session_id")
-    check_session_access(caller, store.list(session_id))
+    check_session_writable(caller, store.list(session_id))
     return session_id
 
 

@@ -73,7 +73,7 @@ def fuzzed() -> Fuzzed:
     store = InMemorySessionStore()
     session_id, file_id = _seed(store)
     app = create_app(
-        Settings(api_keys=KEY, log_json=False, max_body_bytes=256 * 1024),
+        Settings(api_keys=KEY, log_json=False, max_body_bytes=256 * 1024, docs_access="public"),
         store=store,
         sandbox=FakeSandbox(_echo, outputs={"out.txt": b"output"}),
         maintenance=False,

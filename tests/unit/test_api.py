@@ -14,7 +14,7 @@ from runner.base import RunResult
 from runner.fake import FakeSandbox
 from storage.memory import InMemorySessionStore
 
-KEY = "test-key"
+KEY = "unit-test-key-0123456789"
 H = {"X-API-Key": KEY}
 
 
@@ -232,19 +232,22 @@ class TestAuth:
 
 class TestOps:
     def test_health_and_ready(self, client: TestClient, sandbox: FakeSandbox) -> None:
-        """Liveness is unconditional; readiness reports docker and storage separately."""
+        """Liveness is unconditional; readiness reports docker and storage separately
+        to an authenticated caller, and only its status to anyone else."""
         assert client.get("/health").json() == {"status": "ok"}
         assert client.get("/ready").status_code == 200
         sandbox.ping_error = SandboxUnavailable("engine down")
-        r = client.get("/ready")
+        r = client.get("/ready", headers=H)
         assert (
             r.status_code == 503 and r.json()["docker"]["ok"] is False and r.json()["storage"]["ok"]
         )
+        anonymous = client.get("/ready")
+        assert (anonymous.status_code, anonymous.json()) == (503, {"status": "unavailable"})
 
     def test_metrics(self, client: TestClient) -> None:
         """Prometheus metrics include exec latency by language and outcome."""
         client.post("/exec", headers=H, json={"code": "x", "lang": "py"})
-        text = client.get("/metrics").text
+        text = client.get("/metrics", headers=H).text
         assert 'rce_exec_duration_seconds_count{language="py",outcome="ok"} 1.0' in text
 
     def test_request_id_echoed(self, client: TestClient) -> None:
@@ -309,3 +312,51 @@ class TestHostileBodies:
             "status": 500,
             "request_id": "req-500",
         }
+
+
+class TestAnonymousKeyCaller:
+    """A key caller that names no user: capability reads, no writes to others' files."""
+
+    def _alice_upload(self, client: TestClient) -> tuple[str, str]:
+        up = upload(client, headers={**H, "User-Id": "alice"})
+        return up["session_id"], up["files"][0]["fileId"]
+
+    def test_reads_by_ids(self, client: TestClient) -> None:
+        """Legacy LibreChat's download and freshness check (no user) keep working."""
+        sid, fid = self._alice_upload(client)
+        assert client.get(f"/download/{sid}/{fid}", headers=H).content == b"a,b\n1,2\n"
+        listed = client.get(f"/files/{sid}?detail=summary", headers=H).json()
+        assert [item["name"].startswith(f"{sid}/{fid}") for item in listed] == [True]
+
+    def test_cannot_delete_a_users_file(self, client: TestClient) -> None:
+        """DELETE without a user is refused for a user's file; the file stays."""
+        sid, fid = self._alice_upload(client)
+        r = client.delete(f"/files/{sid}/{fid}", headers=H)
+        assert r.status_code == 403
+        assert (
+            client.get(f"/download/{sid}/{fid}", headers={**H, "User-Id": "alice"}).status_code
+            == 200
+        )
+
+    def test_cannot_upload_into_a_users_session(self, client: TestClient) -> None:
+        """Uploading into a user's session needs that user."""
+        sid, _ = self._alice_upload(client)
+        r = client.post(
+            "/upload",
+            headers=H,
+            files={"file": ("x.txt", b"x", "text/plain")},
+            data={"session_id": sid},
+        )
+        assert r.status_code == 403
+
+    def test_cannot_exec_in_a_users_session(self, client: TestClient) -> None:
+        """An exec that would write outputs into a user's session needs that user."""
+        sid, _ = self._alice_upload(client)
+        r = client.post("/exec", headers=H, json={"code": "x", "session_id": sid})
+        assert r.status_code == 403
+
+    def test_manages_its_own_files(self, client: TestClient) -> None:
+        """What it uploaded itself it may delete."""
+        up = upload(client)
+        sid, fid = up["session_id"], up["files"][0]["fileId"]
+        assert client.delete(f"/files/{sid}/{fid}", headers=H).status_code == 200

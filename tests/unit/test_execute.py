@@ -6,10 +6,10 @@ import io
 
 import pytest
 
-from core.errors import AccessDenied, FileNotFound, InvalidId, PayloadTooLarge
+from core.errors import AccessDenied, FileNotFound, InputsTooLarge, InvalidId, PayloadTooLarge
 from core.identity import Caller, Owner
 from core.ids import new_id
-from runner.base import Language, RunResult
+from runner.base import Language, Limits, RunResult
 from runner.fake import FakeSandbox
 from runner.service import ExecPolicy, ExecRequest, FileRef, execute
 from storage.base import NewFile
@@ -271,3 +271,73 @@ class TestOwnersAndNames:
         [skip] = outcome.run.skipped
         assert skip.name == "big.bin" and "1000 byte limit" in skip.reason
         assert outcome.files == []
+
+
+ANONYMOUS = Caller("key", None)
+
+
+class TestWorkspaceCap:
+    def test_inputs_over_the_workspace_are_refused_before_the_sandbox(
+        self, store: InMemorySessionStore
+    ) -> None:
+        """Restored bytes are capped at the workspace size: 413-class error, no run."""
+        sid = new_id()
+        fid = put(store, sid, "big.bin", b"x" * 600)
+        sandbox = FakeSandbox()
+        policy = ExecPolicy(limits=Limits(workspace_bytes=1000))
+        with pytest.raises(InputsTooLarge, match="RCE_WORKSPACE_SIZE"):
+            run(
+                store,
+                sandbox,
+                ExecRequest(
+                    Language.PYTHON,
+                    "x",
+                    files=(FileRef(fid, sid, "a.bin"), FileRef(fid, sid, "b.bin")),
+                ),
+                policy=policy,
+            )
+        assert sandbox.ran == []
+
+    def test_inputs_that_fit_run(self, store: InMemorySessionStore) -> None:
+        """One reference of the same file fits."""
+        sid = new_id()
+        fid = put(store, sid, "big.bin", b"x" * 600)
+        sandbox = FakeSandbox()
+        policy = ExecPolicy(limits=Limits(workspace_bytes=1000))
+        run(
+            store,
+            sandbox,
+            ExecRequest(Language.PYTHON, "x", files=(FileRef(fid, sid),)),
+            policy=policy,
+        )
+        assert sandbox.written_files == {"big.bin": b"x" * 600}
+
+
+class TestAnonymousKeyCaller:
+    def test_reads_a_users_file_by_id(self, store: InMemorySessionStore) -> None:
+        """Capability read: a key caller naming no user may restore a file by its ids."""
+        sid = new_id()
+        fid = put(store, sid, "data.csv", b"a,b\n")
+        sandbox = FakeSandbox()
+        outcome = run(
+            store, sandbox, ExecRequest(Language.PYTHON, "x", files=(FileRef(fid, sid),)), ANONYMOUS
+        )
+        assert sandbox.written_files == {"data.csv": b"a,b\n"}
+        assert outcome.session_id != sid
+
+    def test_cannot_write_into_a_users_session(self, store: InMemorySessionStore) -> None:
+        """An exec in a session holding a user's files would write there: refused."""
+        sid = new_id()
+        put(store, sid, "data.csv", b"a,b\n")
+        sandbox = FakeSandbox(outputs={"data.csv": b"overwritten"})
+        with pytest.raises(AccessDenied):
+            run(store, sandbox, ExecRequest(Language.PYTHON, "x", session_id=sid), ANONYMOUS)
+        assert sandbox.ran == []
+
+    def test_continues_its_own_session(self, store: InMemorySessionStore) -> None:
+        """Its own (anonymous) session is its to continue."""
+        sid = new_id()
+        put(store, sid, "mine.txt", b"1", owner=ANONYMOUS)
+        sandbox = FakeSandbox()
+        outcome = run(store, sandbox, ExecRequest(Language.PYTHON, "x", session_id=sid), ANONYMOUS)
+        assert outcome.session_id == sid

@@ -63,3 +63,61 @@ def test_gpu_selects_gpu_image() -> None:
     """RCE_GPU_ENABLED switches the sandbox image."""
     assert Settings(gpu_enabled=True).sandbox_image == "custom-rce-kernel:gpu"
     assert Settings().sandbox_image == "custom-rce-kernel:latest"
+
+
+class TestOffLoopback:
+    """Insecure configurations are refused off loopback (RCE_HOST) at start-up."""
+
+    def test_no_auth_refused_off_loopback(self) -> None:
+        """RCE_AUTH_MODE=none on a public address fails, naming the way out."""
+        with pytest.raises(ValidationError, match="RCE_ALLOW_INSECURE_NO_AUTH"):
+            Settings(auth_mode="none", host="0.0.0.0")
+
+    def test_no_auth_allowed_explicitly(self) -> None:
+        """RCE_ALLOW_INSECURE_NO_AUTH=true allows it (and lifts the loopback-only rule)."""
+        settings = Settings(auth_mode="none", host="0.0.0.0", allow_insecure_no_auth=True)
+        assert not settings.loopback_only()
+
+    def test_no_auth_on_loopback_is_loopback_only(self) -> None:
+        """On loopback it starts, but serves loopback connections only."""
+        assert Settings(auth_mode="none", host="127.0.0.1").loopback_only()
+        assert Settings(auth_mode="none", host="::1").loopback_only()
+
+    @pytest.mark.parametrize(
+        "key",
+        [
+            "change-me",
+            "CHANGEME",
+            "changeme-please-0123",
+            "secret",
+            "password",
+            "test",
+            "example",
+            "short-key",
+            "your_secret_key",
+            "aaaaaaaaaaaaaaaaaaaa",
+        ],
+    )
+    def test_weak_keys_refused_off_loopback(self, key: str) -> None:
+        """Short, placeholder or degenerate keys fail on a public address."""
+        with pytest.raises(ValidationError, match="CUSTOM_RCE_API_KEY"):
+            Settings(api_keys=key, host="0.0.0.0")
+
+    def test_one_weak_key_among_several_is_refused(self) -> None:
+        """Every key in the rotation list must be strong."""
+        with pytest.raises(ValidationError, match="CUSTOM_RCE_API_KEY"):
+            Settings(api_keys="a3f9c2e4b7d1a8f06e5c9b2d,changeme", host="10.0.0.5")
+
+    def test_weak_key_on_loopback_is_loopback_only(self) -> None:
+        """On loopback a weak key starts the server, for loopback connections only."""
+        assert Settings(api_keys="short").loopback_only()
+        assert not Settings(api_keys="a3f9c2e4b7d1a8f06e5c9b2d").loopback_only()
+
+    def test_strong_key_off_loopback(self) -> None:
+        """A real key is fine anywhere."""
+        assert Settings(api_keys="a3f9c2e4b7d1a8f06e5c9b2d", host="0.0.0.0").api_key_list()
+
+    def test_weak_key_ignored_in_jwt_mode(self, tmp_path: object) -> None:
+        """Keys are not credentials in jwt mode, so a placeholder there does not matter."""
+        settings = Settings(auth_mode="jwt", host="0.0.0.0", jwt_public_key_file="/nonexistent.pem")
+        assert not settings.loopback_only()
