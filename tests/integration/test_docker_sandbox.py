@@ -441,9 +441,9 @@ for path in ('/etc/x', '/usr/x', '/opt/rce/x', '/x'):
             assert host["PidsLimit"] == 128
             assert host["Memory"] == host["MemorySwap"] == 512 * MiB
             assert host["NanoCpus"] == 500_000_000
-            assert host["Init"] is True and host["Privileged"] is False
+            assert host["Init"] is False and host["Privileged"] is False
             assert not host.get("Binds") and not host.get("Devices") and info["Mounts"] == []
-            assert set(host["Tmpfs"]) == {"/mnt/data", "/tmp"}
+            assert set(host["Tmpfs"]) == {"/mnt/data", "/tmp", "/var/rce"}
             assert {u["Name"] for u in host["Ulimits"]} >= {"nofile", "fsize"}
             assert config["User"] == "1000:1000"
             labels = config["Labels"]
