@@ -360,10 +360,7 @@ class ReplyReader:
                 if size == 0:
                     raise ProtocolError("empty data frame")
                 data = _read_payload(self._source, size, MAX_DATA_FRAME)
-                stream = self.reply.stdout if kind == STDOUT else self.reply.stderr
-                if stream.total + len(data) > self._limits.max_output_bytes:
-                    raise ProtocolError("more output than the agent's cap")
-                stream.feed(data)
+                (self.reply.stdout if kind == STDOUT else self.reply.stderr).feed(data)
             elif kind == FILE:
                 self._read_file(_read_json(self._source, size, MAX_FILE_HEADER))
             elif kind == RESULT:
