@@ -24,7 +24,7 @@ from runner.base import Language, Limits, RunRequest
 NAME_PREFIX = "rce-sbx-"
 SANDBOX_USER = "1000:1000"
 WORKDIR = "/mnt/data"
-AGENT_CMD = ("python3", "/opt/rce/rce_agent")
+AGENT_CMD = ("python3", "/opt/rce/rce_agent/__main__.py")
 #: The private exec-able tmpfs for sources and build products (outside /mnt/data).
 BUILD_DIR = "/var/rce"
 #: Its size: compilers, a Go cache and the binaries they write (memory-backed, so it

@@ -78,7 +78,7 @@ PROGRAMS: dict[str, dict[str, str]] = {
         "exit3": C_MAIN + "int main(void){ exit(3); }",
         "loop": "int main(void){ volatile int x = 0; for (;;) x++; }",
         "memory": C_MAIN + "int main(void){ size_t n = 1UL << 30; volatile char *p = malloc(n);"
-        " for (size_t i = 0; i < n; i += 4096) p[i] = 1; printf(\"%d\\n\", p[0]); return 0; }",
+        ' for (size_t i = 0; i < n; i += 4096) p[i] = 1; printf("%d\\n", p[0]); return 0; }',
     },
     "cpp": {
         "hello": CPP_MAIN + 'int main(){ std::cout << "hello" << std::endl; }',

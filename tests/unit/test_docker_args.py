@@ -55,7 +55,7 @@ class TestCreateBody:
         assert isinstance(host, dict)
         assert created["Image"] == "img:tag"
         assert created["User"] == "1000:1000"
-        assert created["Cmd"] == ["python3", "/opt/rce/rce_agent"]
+        assert created["Cmd"] == ["python3", "/opt/rce/rce_agent/__main__.py"]
         assert created["OpenStdin"] is True and created["StdinOnce"] is True
         assert created["Tty"] is False and created["NetworkDisabled"] is True
         assert host["NetworkMode"] == "none"

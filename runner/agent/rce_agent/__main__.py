@@ -1,8 +1,8 @@
-"""Entry point: ``python3 /opt/rce/rce_agent`` (the directory) runs this file.
+"""Entry point: ``python3 /opt/rce/rce_agent/__main__.py``.
 
-Python puts the package directory itself first on ``sys.path``; the package is
-imported by name from its parent instead, so no module here can be shadowed by a
-sibling name.
+Run as a script (not through runpy, whose frames would skew the recursion depth a
+forked Python child inherits). Python puts the package directory first on
+``sys.path``; the package is imported by name from its parent instead.
 """
 
 import os

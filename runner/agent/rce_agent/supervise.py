@@ -72,9 +72,11 @@ def oom_kills() -> int | None:
     return None
 
 
-def child_setup(out_w: int, err_w: int, cwd: str) -> None:
+def child_setup(out_w: int, err_w: int, cwd: str, *, will_exec: bool) -> None:
     """In the forked child: new session, stdio on the pipes and nothing else, cwd,
-    default signal dispositions, OOM victim first."""
+    the agent's SIGCHLD handling undone, OOM victim first. A child that will exec
+    also gets the default SIGPIPE and SIGXFSZ (Python ignores them; exec keeps that);
+    one that runs Python in-process keeps Python's own dispositions."""
     os.setsid()
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
@@ -82,9 +84,11 @@ def child_setup(out_w: int, err_w: int, cwd: str) -> None:
     os.dup2(err_w, 2)
     os.closerange(3, _MAX_FD)
     os.chdir(cwd)
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
+    if will_exec:
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
     try:
         with open("/proc/self/oom_score_adj", "w", encoding="ascii") as fh:
             fh.write("1000")
@@ -110,7 +114,7 @@ def spawn(
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
-            child_setup(out_w, err_w, cwd)
+            child_setup(out_w, err_w, cwd, will_exec=in_process is None)
             if in_process is not None:
                 in_process()
             os.execvpe(argv[0], list(argv), dict(env))  # noqa: S606 - argv, no shell
