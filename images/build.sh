@@ -20,14 +20,16 @@ FORCE=0
 [ "${1:-}" = "--force" ] && FORCE=1
 
 RECIPE_FILES=(images/cpu/packages.txt images/cpu/layer.sh images/cpu/Dockerfile images/cpu/Dockerfile.offline
-              runner/agent/rce_agent.py images/build.sh images/lib.sh)
+              images/build.sh images/lib.sh)
+mapfile -t AGENT_FILES < <(find runner/agent/rce_agent -name '*.py' | LC_ALL=C sort)
+RECIPE_FILES+=("${AGENT_FILES[@]}")
 RECIPE_HASH="$(cat "${RECIPE_FILES[@]}" | sha256sum | cut -c1-16)"
-ROOTFS_HASH="$(cat images/cpu/packages.txt | sha256sum | cut -c1-16)"
+ROOTFS_HASH="$(cat images/cpu/packages.txt images/lib.sh | sha256sum | cut -c1-16)"
 ROOTFS_IMAGE="rce-rootfs:${ROOTFS_HASH}"
 
 exit_if_current "$IMAGE" "$RECIPE_HASH" "$FORCE"
 MODE="$(build_mode "$MODE")"
-packages="$(grep -v '^#' images/cpu/packages.txt | grep -v '^$' | paste -sd, -)"
+packages="$(grep -v '^#' images/cpu/packages.txt | grep -v '^$' | paste -sd" " -)"
 start=$(date +%s)
 
 if [ "$MODE" = registry ]; then

@@ -24,7 +24,12 @@ from runner.base import Language, Limits, RunRequest
 NAME_PREFIX = "rce-sbx-"
 SANDBOX_USER = "1000:1000"
 WORKDIR = "/mnt/data"
-AGENT_CMD = ("python3", "/opt/rce/rce_agent.py")
+AGENT_CMD = ("python3", "/opt/rce/rce_agent/__main__.py")
+#: The private exec-able tmpfs for sources and build products (outside /mnt/data).
+BUILD_DIR = "/var/rce"
+#: Its size: compilers, a Go cache and the binaries they write (memory-backed, so it
+#: also counts against the memory limit).
+BUILD_TMPFS_BYTES = 256 * 1024 * 1024
 PRELOAD_ENV = "RCE_AGENT_PRELOAD"
 
 LABEL_SERVICE = "org.rce.service"
@@ -162,8 +167,8 @@ def labels(
     return out
 
 
-def _tmpfs(size: int, extra: str) -> str:
-    return f"rw,nosuid,nodev,noexec,size={size},{extra}"
+def _tmpfs(size: int, extra: str, *, exec_: bool = False) -> str:
+    return f"rw,nosuid,nodev,{'exec' if exec_ else 'noexec'},size={size},{extra}"
 
 
 def host_config(key: ContainerKey) -> dict[str, Any]:
@@ -178,6 +183,7 @@ def host_config(key: ContainerKey) -> dict[str, Any]:
         "Tmpfs": {
             WORKDIR: _tmpfs(key.workspace_bytes, "uid=1000,gid=1000,mode=0755"),
             "/tmp": _tmpfs(key.tmp_bytes, "mode=1777"),
+            BUILD_DIR: _tmpfs(BUILD_TMPFS_BYTES, "uid=1000,gid=1000,mode=0700", exec_=True),
         },
         "Memory": key.memory_limit_bytes,
         "MemorySwap": key.memory_limit_bytes,
@@ -188,7 +194,10 @@ def host_config(key: ContainerKey) -> dict[str, Any]:
             {"Name": "fsize", "Soft": fsize, "Hard": fsize},
             {"Name": "core", "Soft": 0, "Hard": 0},
         ],
-        "Init": True,
+        # No init process: the agent is PID 1, reaps orphans itself and, being not
+        # dumpable, cannot be reached through /proc/1 by the program (an init of the
+        # sandbox uid would expose the reply channel as /proc/1/fd/1).
+        "Init": False,
         "IpcMode": "private",
         "Binds": [],
         "Mounts": [],

@@ -18,18 +18,41 @@ from core.errors import UnsupportedLanguage
 
 
 class Language(StrEnum):
-    """Languages the sandbox runs."""
+    """Languages the sandbox runs: LibreChat's ``SUPPORTED_LANGUAGES``."""
 
     PYTHON = "py"
+    JAVASCRIPT = "js"
+    TYPESCRIPT = "ts"
+    C = "c"
+    CPP = "cpp"
+    JAVA = "java"
+    PHP = "php"
+    RUST = "rs"
+    GO = "go"
+    D = "d"
+    FORTRAN = "f90"
+    R = "r"
     BASH = "bash"
 
 
-_ALIASES = {
-    "py": Language.PYTHON,
+_ALIASES: dict[str, Language] = {
+    **{lang.value: lang for lang in Language},
     "python": Language.PYTHON,
     "python3": Language.PYTHON,
-    "bash": Language.BASH,
+    "javascript": Language.JAVASCRIPT,
+    "node": Language.JAVASCRIPT,
+    "nodejs": Language.JAVASCRIPT,
+    "typescript": Language.TYPESCRIPT,
+    "c++": Language.CPP,
+    "cxx": Language.CPP,
+    "rust": Language.RUST,
+    "golang": Language.GO,
+    "dlang": Language.D,
+    "fortran": Language.FORTRAN,
+    "f95": Language.FORTRAN,
+    "rlang": Language.R,
     "sh": Language.BASH,
+    "shell": Language.BASH,
 }
 SUPPORTED_LANGUAGES = tuple(sorted(_ALIASES))
 
@@ -40,7 +63,9 @@ def parse_language(lang: str) -> Language:
         return _ALIASES[lang.strip().lower()]
     except KeyError:
         raise UnsupportedLanguage(
-            f"lang {lang[:40]!r} is not supported; use one of: {', '.join(SUPPORTED_LANGUAGES)}"
+            f"lang {lang[:40]!r} is not supported; use one of: "
+            f"{', '.join(item.value for item in Language)} (aliases: "
+            f"{', '.join(a for a in SUPPORTED_LANGUAGES if a not in set(Language))})"
         ) from None
 
 

@@ -1,4 +1,4 @@
-"""Host side of the sandbox agent's wire protocol (``runner/agent/rce_agent.py``).
+"""Host side of the sandbox agent's wire protocol (``runner/agent/rce_agent/wire.py``).
 
 The job goes to the agent as a JSON header followed by a tar stream of the input
 files; the reply comes back as typed frames (1-byte kind, u32 length, payload).
@@ -35,6 +35,11 @@ MAX_DATA_FRAME = 1024 * 1024
 MAX_FILE_HEADER = 64 * 1024
 MAX_RESULT_FRAME = 8 * 1024 * 1024
 MAX_NAME_BYTES = 4096
+#: Deepest JSON nesting accepted in a frame (the agent's are at most 3 deep).
+MAX_JSON_DEPTH = 8
+#: Frames and bytes beyond what an honest reply can hold, on top of its payload budget.
+REPLY_SLACK_FRAMES = 1000
+REPLY_SLACK_BYTES = 1024 * 1024
 MAX_SKIPPED = 1000
 MAX_NOTICES = 20
 SPOOL_MAX_MEMORY = 1024 * 1024
@@ -253,21 +258,81 @@ def _read_payload(source: ByteSource, size: int, limit: int) -> bytes:
     return data
 
 
-def _read_json(source: ByteSource, size: int, limit: int) -> dict[str, Any]:
+def json_depth(value: object) -> int:
+    """How deeply ``value`` nests lists and objects (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        )
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def parse_json_frame(raw: bytes) -> dict[str, Any]:
+    """A JSON object frame, or ``ProtocolError`` (invalid, too deep, not an object)."""
     try:
-        value = json.loads(_read_payload(source, size, limit))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"invalid JSON frame: {exc}") from None
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"invalid JSON frame: {type(exc).__name__}") from None
     if not isinstance(value, dict):
         raise ProtocolError("JSON frame is not an object")
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise ProtocolError(f"JSON frame nests deeper than {MAX_JSON_DEPTH}")
     return value
+
+
+def _read_json(source: ByteSource, size: int, limit: int) -> dict[str, Any]:
+    return parse_json_frame(_read_payload(source, size, limit))
+
+
+def reply_budget(limits: Limits) -> tuple[int, int]:
+    """(bytes, frames) an honest reply to a run with ``limits`` never exceeds.
+
+    Payload: both capped streams, every output file with its header, the result. The
+    agent sends data in 256 KiB frames; 4 KiB is assumed, and some slack added.
+    """
+    payload = (
+        2 * limits.max_output_bytes
+        + limits.max_files * (limits.max_file_bytes + MAX_FILE_HEADER)
+        + MAX_RESULT_FRAME
+    )
+    frames = payload // 4096 + 2 * limits.max_files + REPLY_SLACK_FRAMES
+    return payload + frames * FRAME.size + REPLY_SLACK_BYTES, frames
+
+
+class _Budget:
+    """Counts a reply's bytes and frames; ``ProtocolError`` past ``reply_budget``."""
+
+    def __init__(self, source: ByteSource, limits: Limits) -> None:
+        self._source = source
+        self.max_bytes, self.max_frames = reply_budget(limits)
+        self.bytes = 0
+        self.frames = 0
+
+    def read(self, size: int) -> bytes:
+        data = self._source.read(size)
+        self.bytes += len(data)
+        if self.bytes > self.max_bytes:
+            raise ProtocolError(f"reply is over its {self.max_bytes} byte budget")
+        return data
+
+    def frame(self) -> None:
+        self.frames += 1
+        if self.frames > self.max_frames:
+            raise ProtocolError(f"reply is over its {self.max_frames} frame budget")
 
 
 class ReplyReader:
     """Reads and checks one reply against the request that caused it."""
 
     def __init__(self, source: ByteSource, request: RunRequest) -> None:
-        self._source = source
+        self._budget = _Budget(source, request.limits)
+        self._source: ByteSource = self._budget
         self._limits = request.limits
         self._names: set[str] = set()
         self._output_bytes = 0
@@ -292,9 +357,12 @@ class ReplyReader:
             if header is None:
                 return
             kind, size = header
+            self._budget.frame()
             if kind == READY:
                 _read_payload(self._source, size, 0)
             elif kind in (STDOUT, STDERR):
+                if size == 0:
+                    raise ProtocolError("empty data frame")
                 data = _read_payload(self._source, size, MAX_DATA_FRAME)
                 (self.reply.stdout if kind == STDOUT else self.reply.stderr).feed(data)
             elif kind == FILE:
@@ -334,6 +402,9 @@ class ReplyReader:
             header = read_frame_header(self._source)
             if header is None or header[0] != DATA:
                 raise ProtocolError(f"output file {name!r} is incomplete")
+            self._budget.frame()
+            if header[1] == 0:
+                raise ProtocolError("empty data frame")
             data = _read_payload(self._source, header[1], min(MAX_DATA_FRAME, remaining))
             digest.update(data)
             spool.write(data)

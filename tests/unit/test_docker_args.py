@@ -55,7 +55,7 @@ class TestCreateBody:
         assert isinstance(host, dict)
         assert created["Image"] == "img:tag"
         assert created["User"] == "1000:1000"
-        assert created["Cmd"] == ["python3", "/opt/rce/rce_agent.py"]
+        assert created["Cmd"] == ["python3", "/opt/rce/rce_agent/__main__.py"]
         assert created["OpenStdin"] is True and created["StdinOnce"] is True
         assert created["Tty"] is False and created["NetworkDisabled"] is True
         assert host["NetworkMode"] == "none"
@@ -64,7 +64,8 @@ class TestCreateBody:
         assert host["Privileged"] is False and host["ReadonlyRootfs"] is True
         assert host["Memory"] == host["MemorySwap"] == 512 * MiB
         assert host["NanoCpus"] == 500_000_000 and host["PidsLimit"] == 128
-        assert host["Init"] is True
+        # The agent is PID 1 (no init of the sandbox uid exposing the reply channel).
+        assert host["Init"] is False
         assert host["Binds"] == [] and host["Mounts"] == [] and host["Devices"] == []
         assert "DeviceRequests" not in host and "Runtime" not in host
         assert host["LogConfig"] == {"Type": "none", "Config": {}}
@@ -82,6 +83,15 @@ class TestCreateBody:
         assert f"size={8 * MiB}" in tmp
         for opts in (data, tmp):
             assert {"nosuid", "nodev", "noexec"} <= set(opts.split(","))
+
+    def test_build_tmpfs_is_private_exec_able_and_the_only_exec_able_mount(self) -> None:
+        host = body()["HostConfig"]
+        assert isinstance(host, dict)
+        build = set(host["Tmpfs"]["/var/rce"].split(","))
+        assert {"nosuid", "nodev", "exec", "uid=1000", "gid=1000", "mode=0700"} <= build
+        assert "noexec" not in build
+        others = [v for k, v in host["Tmpfs"].items() if k != "/var/rce"]
+        assert all("noexec" in v.split(",") for v in others)
 
     def test_ulimits_bound_open_files_file_size_and_cores(self) -> None:
         host = body(Limits(max_open_files=256, workspace_bytes=64 * MiB))["HostConfig"]

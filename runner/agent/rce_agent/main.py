@@ -1,0 +1,142 @@
+"""The job, start to end: harden, (preload), read the job, restore, run, reply."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from typing import Any
+
+from rce_agent import pychild
+from rce_agent.langs import plan_for
+from rce_agent.supervise import (
+    Reaper,
+    exit_code_of,
+    harden,
+    oom_kills,
+    spawn,
+    supervise,
+)
+from rce_agent.wire import CHUNK, drain, read_job, send_frame, send_json
+
+WORKDIR = "/mnt/data"
+#: The private, exec-able tmpfs where sources and build products live: outside the
+#: workspace, so they never come back as outputs.
+BUILD_DIR = "/var/rce"
+#: Environment variables meant for the agent only.
+AGENT_ENV = ("RCE_AGENT_PRELOAD",)
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    """The program's environment: the agent's, without its own settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in AGENT_ENV and k != "PYTHONPATH"}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(extra)
+    return env
+
+
+def build_dir() -> str:
+    """The build directory: ``BUILD_DIR`` when it is mounted, else one under /tmp."""
+    if os.path.isdir(BUILD_DIR) and os.access(BUILD_DIR, os.W_OK):
+        return os.path.join(BUILD_DIR, "job")
+    return "/tmp/rce"
+
+
+def run_job(job: dict[str, Any], preloaded: bool) -> None:
+    limits = job.get("limits", {})
+    cap = int(limits.get("max_output_bytes", 1_000_000))
+    timeout_s = float(limits.get("run_timeout_s", 30.0))
+    notices: list[str] = []
+    before: dict[str, str] = {}
+    if job.get("files"):
+        from rce_agent.restore import restore
+
+        before = restore(WORKDIR, notices)
+    drain(0)
+    args = [str(a) for a in job.get("args", [])]
+    plan = plan_for(str(job.get("lang", "py")), str(job.get("code", "")), build_dir())
+    env = child_env(plan.env)
+    argv = [*plan.argv, *args]
+    in_process = None
+    if plan.python is not None:
+        argv = [pychild.BASE_ORIG_ARGV0, plan.python, *args]
+        if preloaded:
+            path = plan.python
+
+            def in_process() -> None:
+                pychild.run(path, args, env)
+
+    reaper = Reaper()
+    oom_before = oom_kills()
+    started = time.monotonic()
+    pid, out_r, err_r = spawn(argv, env, WORKDIR, in_process)
+    outcome = supervise(pid, out_r, err_r, timeout_s, cap, reaper)
+    duration = time.monotonic() - started
+    reaper.close()
+    exit_code = exit_code_of(outcome.status)
+    oom_after = oom_kills()
+    oom_killed = (
+        not outcome.timed_out
+        and exit_code != 0
+        and oom_before is not None
+        and oom_after is not None
+        and oom_after > oom_before
+    )
+    for stream, kind in ((outcome.stdout, b"O"), (outcome.stderr, b"E")):
+        data = bytes(stream.data)
+        for start in range(0, len(data), CHUNK):
+            send_frame(kind, data[start : start + CHUNK])
+    from rce_agent.collect import Collector
+
+    collector = Collector(
+        WORKDIR,
+        before,
+        int(limits.get("max_file_bytes", 50 << 20)),
+        int(limits.get("max_files", 100)),
+    )
+    deleted = collector.run()
+    send_json(
+        b"R",
+        {
+            "exit_code": exit_code,
+            "timed_out": outcome.timed_out,
+            "oom_killed": oom_killed,
+            "stdout_bytes": outcome.stdout.total,
+            "stderr_bytes": outcome.stderr.total,
+            "deleted": deleted,
+            "skipped": collector.skipped,
+            "skipped_more": collector.skipped_more,
+            "notices": notices,
+            "duration_s": duration,
+        },
+    )
+
+
+def main() -> int:
+    hardened = harden()
+    # Files uploaded to the workspace must not shadow what the agent imports.
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != WORKDIR]
+    modules = pychild.WARM_FLAVOURS.get(os.environ.get("RCE_AGENT_PRELOAD", ""))
+    preloaded = modules is not None
+    if preloaded:
+        if modules:
+            pychild.preload(modules)
+        send_frame(b"P")
+    try:
+        job = read_job()
+        if job is None:
+            return 0
+        if not hardened:
+            raise RuntimeError("the agent could not make itself unreachable (prctl)")
+        run_job(job, preloaded)
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:
+        import traceback
+
+        traceback.print_exc()
+        with contextlib.suppress(OSError):
+            send_json(b"R", {"error": f"agent failed: {type(exc).__name__}: {exc}"[:2000]})
+        return 1
+    return 0

@@ -1,0 +1,229 @@
+"""Python in a forked child of a warm agent, set up to behave as ``python3 main.py``.
+
+The warm agent imported its libraries before the job; the child inherits them, then
+gets the interpreter state a fresh ``python3 path args...`` would have: ``__main__``,
+``sys.argv``/``sys.path``/stdio, uncaught exceptions through ``sys.excepthook`` with
+the agent's frames stripped, SystemExit codes, threads, atexit and buffering.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import io
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from types import ModuleType, TracebackType
+from typing import Any, TextIO
+
+PRELOAD_MODULES = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot")
+#: RCE_AGENT_PRELOAD values: the modules each warm flavour imports before the job.
+WARM_FLAVOURS: dict[str, tuple[str, ...]] = {
+    "data": PRELOAD_MODULES,
+    "1": PRELOAD_MODULES,
+    "light": (),
+}
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+# The interpreter state a cold ``python3 main.py`` starts from, captured before any
+# preloading so a forked child can be put back into it. The image's
+# ``rce-workspace.pth`` puts /mnt/data at the END of it: the standard library and
+# site-packages always come first.
+BASE_SYS_PATH = list(sys.path)
+BASE_ORIG_ARGV0 = sys.orig_argv[0] if getattr(sys, "orig_argv", None) else "python3"
+
+
+def _std_stream(fd: int, write: bool, old: Any, label: str) -> TextIO:
+    buf: Any = io.open(fd, "wb" if write else "rb", -1, closefd=False)  # noqa: UP020, SIM115
+    buf.raw.name = label
+    line_buffering = write and (buf.isatty() or fd == 2)
+    stream = io.TextIOWrapper(
+        buf,
+        encoding=getattr(old, "encoding", None) or "utf-8",
+        errors=getattr(old, "errors", None) or "strict",
+        newline="\n",
+        line_buffering=line_buffering,
+        write_through=False,
+    )
+    stream.mode = "w" if write else "r"  # type: ignore[misc]
+    return stream
+
+
+def reset_interpreter(path: str, args: list[str], env: Mapping[str, str]) -> None:
+    """Make this forked agent look like a fresh ``python3 path args...``."""
+    for key in list(os.environ):
+        if key not in env:
+            del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+    for name, fd, write in (("stdin", 0, False), ("stdout", 1, True), ("stderr", 2, True)):
+        stream = _std_stream(fd, write, getattr(sys, f"__{name}__"), f"<{name}>")
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+    sys.argv = [path, *args]
+    sys.orig_argv = [BASE_ORIG_ARGV0, path, *args]
+    sys.path[:] = [os.path.dirname(path), *BASE_SYS_PATH[1:]]
+    for name in ("last_type", "last_value", "last_traceback"):
+        if hasattr(sys, name):
+            delattr(sys, name)
+
+
+def _main_module(path: str) -> ModuleType:
+    import importlib.machinery
+
+    module = ModuleType("__main__")
+    module.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+    module.__annotations__ = {}
+    module.__builtins__ = builtins  # type: ignore[attr-defined]
+    module.__file__ = path
+    module.__cached__ = None  # type: ignore[attr-defined]
+    sys.modules["__main__"] = module
+    return module
+
+
+def strip_agent_frames(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` without its leading frames of the agent's own modules."""
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(
+        _PACKAGE_DIR + os.sep
+    ):
+        tb = tb.tb_next
+    return tb
+
+
+def _print_uncaught(exc: BaseException) -> None:
+    """What PyErr_Print does: set sys.last_*, call sys.excepthook, survive its failure."""
+    sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, exc.__traceback__
+    hook = getattr(sys, "excepthook", None)
+    if hook is None:
+        sys.stderr.write("sys.excepthook is missing\n")
+        sys.__excepthook__(type(exc), exc, exc.__traceback__)
+        return
+    try:
+        hook(type(exc), exc, exc.__traceback__)
+    except BaseException as hook_exc:
+        hook_exc.__traceback__ = strip_agent_frames(hook_exc.__traceback__)
+        sys.stderr.write("Error in sys.excepthook:\n")
+        sys.__excepthook__(type(hook_exc), hook_exc, hook_exc.__traceback__)
+        sys.stderr.write("\nOriginal exception was:\n")
+        sys.__excepthook__(type(exc), exc, exc.__traceback__)
+    sys.stderr.flush()
+
+
+def exit_status(exc: SystemExit) -> int:
+    """The exit status CPython derives from a SystemExit (printing a non-int code)."""
+    code = getattr(exc, "code", None)
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF if -(2**63) <= code < 2**63 else 255
+    try:
+        stream = sys.stderr
+        if stream is not None:
+            stream.write(str(code))
+            stream.write("\n")
+    except Exception:  # noqa: S110 - CPython ignores it too
+        pass
+    return 1
+
+
+def clear_module_dict(namespace: dict[str, Any]) -> None:
+    """What interpreter shutdown does to a module: single-underscore names, then the rest."""
+    for single in (True, False):
+        for key in list(namespace):
+            if not isinstance(key, str) or namespace.get(key) is None or key == "__builtins__":
+                continue
+            if single and not (key[:1] == "_" and key[1:2] != "_"):
+                continue
+            namespace[key] = None
+
+
+def _finalize_and_exit(status: int, main_namespace: dict[str, Any], by_sigint: bool) -> None:
+    """Py_FinalizeEx for the child, then exit without tearing down libraries.
+
+    Non-daemon threads are joined, atexit handlers run and stdio is flushed (a failed
+    flush makes the status 120) as in CPython; then ``__main__`` is cleared and a
+    collection runs, so finalizers of the program's objects (unclosed files...) run,
+    and the process exits without the slow teardown of the preloaded modules.
+    """
+    import atexit
+    import gc
+    import threading
+
+    with contextlib.suppress(BaseException):
+        threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and not stream.closed:
+                stream.flush()
+        except Exception:
+            status = 120
+    try:
+        clear_module_dict(main_namespace)
+        gc.collect()
+    except BaseException:  # noqa: S110 - as CPython's shutdown
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and not stream.closed:
+                stream.flush()
+        except Exception:  # noqa: S110 - as CPython's shutdown
+            pass
+    if by_sigint:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(status)
+
+
+def _offset_recursion_limit() -> None:
+    """Give the program the stack depth it has cold: the agent's frames sit below it."""
+    depth, frame = 0, sys._getframe(1)
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back  # type: ignore[assignment]
+    sys.setrecursionlimit(sys.getrecursionlimit() + depth + 1)
+
+
+def run(path: str, args: list[str], env: Mapping[str, str]) -> None:
+    """Run ``path`` as ``__main__`` in this forked interpreter, then exit; never returns."""
+    reset_interpreter(path, args, env)
+    module = _main_module(path)
+    _offset_recursion_limit()
+    status, by_sigint = 0, False
+    try:
+        with open(path, "rb") as fh:
+            source = fh.read()
+        code = compile(source, path, "exec", dont_inherit=True)
+        del source
+        exec(code, module.__dict__)  # noqa: S102 - running the user's program is the job
+    except SystemExit as exc:
+        status = exit_status(exc)
+        del exc
+    except BaseException as exc:
+        exc.__traceback__ = strip_agent_frames(exc.__traceback__)
+        _print_uncaught(exc)
+        status, by_sigint = 1, isinstance(exc, KeyboardInterrupt)
+        del exc
+    _finalize_and_exit(status, module.__dict__, by_sigint)
+
+
+def preload(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` (the heavy data libraries) before the job arrives (warm pool).
+
+    The warning filters these imports add stay: a program that imports them cold
+    gets the same ones.
+    """
+    for name in modules:
+        try:
+            __import__(name)
+        except Exception as exc:  # a library missing from this image is not fatal
+            sys.stderr.write(f"rce-agent: preload of {name} failed: {exc!r}\n")
+    # Keep the preloaded objects out of the child's collections: a full collection
+    # would walk (and copy-on-write) the whole preloaded heap.
+    import gc
+
+    gc.collect()
+    gc.freeze()

@@ -1,0 +1,253 @@
+"""Running the program: hardening the agent, spawning, the time limit, reaping, capture.
+
+The agent is the container's PID 1 and not dumpable (``harden``): a program of the
+same uid cannot open ``/proc/1/fd/*`` (the reply channel), read ``/proc/1/mem`` or
+ptrace it. A child starts with nothing inherited but its three stdio fds; orphans the
+program leaves are reaped here (PID 1's duty), and everything still running when the
+program ends or times out is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import selectors
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+CHUNK = 256 * 1024
+DRAIN_AFTER_EXIT_S = 2.0
+PR_SET_DUMPABLE = 4
+PR_GET_DUMPABLE = 3
+_MAX_FD = 65536
+
+
+def harden() -> bool:
+    """Make this process non-dumpable; True when the kernel confirms it.
+
+    A non-dumpable process's ``/proc/<pid>/{fd,mem,environ,...}`` belong to root and
+    ptrace of it needs CAP_SYS_PTRACE, which the sandbox never has. Children reset
+    the flag when they exec; a forked (not exec'ed) child keeps it, which only
+    protects it more.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            return False
+        return int(libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class Capped:
+    """Keeps the first ``cap`` bytes of a stream and counts the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.data = bytearray()
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.cap - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+
+
+def oom_kills() -> int | None:
+    """The memory cgroup's OOM-kill count (v1 or v2), or None when unreadable."""
+    for path in ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events"):
+        try:
+            with open(path, encoding="ascii") as fh:
+                for line in fh:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def child_setup(out_w: int, err_w: int, cwd: str, *, will_exec: bool) -> None:
+    """In the forked child: new session, stdio on the pipes and nothing else, cwd,
+    the agent's SIGCHLD handling undone, OOM victim first. A child that will exec
+    also gets the default SIGPIPE and SIGXFSZ (Python ignores them; exec keeps that);
+    one that runs Python in-process keeps Python's own dispositions."""
+    os.setsid()
+    devnull = os.open("/dev/null", os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.closerange(3, _MAX_FD)
+    os.chdir(cwd)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    if will_exec:
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+    try:
+        with open("/proc/self/oom_score_adj", "w", encoding="ascii") as fh:
+            fh.write("1000")
+    except OSError:
+        pass
+
+
+def spawn(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str,
+    in_process: Callable[[], None] | None = None,
+) -> tuple[int, int, int]:
+    """Fork the program; return (pid, stdout read fd, stderr read fd).
+
+    ``argv[0]`` is looked up on ``env``'s PATH and exec'ed, except with
+    ``in_process``: the child then calls it (it never returns).
+    """
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            child_setup(out_w, err_w, cwd, will_exec=in_process is None)
+            if in_process is not None:
+                in_process()
+            os.execvpe(argv[0], list(argv), dict(env))  # noqa: S606 - argv, no shell
+        except BaseException as exc:
+            try:
+                os.write(2, f"rce: cannot start {argv[0]}: {exc!r}\n".encode())
+            finally:
+                os._exit(127)
+    os.close(out_w)
+    os.close(err_w)
+    return pid, out_r, err_r
+
+
+def kill_everything(pid: int) -> None:
+    """SIGKILL the program's group, then, when we are the container's PID 1, every
+    other process (``kill(-1)`` spares the caller)."""
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+    if os.getpid() == 1:
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGKILL)
+
+
+class Reaper:
+    """Reaps every exited child (PID 1's duty), keeping the status of the program's.
+
+    SIGCHLD wakes the supervision loop through a pipe (``signal.set_wakeup_fd``).
+    """
+
+    def __init__(self) -> None:
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._old_fd = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        self._old_handler = signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.statuses: dict[int, int] = {}
+
+    def reap(self) -> None:
+        """Collect every exited child without blocking."""
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.statuses[pid] = status
+
+    def close(self) -> None:
+        signal.signal(signal.SIGCHLD, self._old_handler)
+        signal.set_wakeup_fd(self._old_fd)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+
+@dataclass
+class Outcome:
+    """How the program ended and what it printed."""
+
+    status: int
+    timed_out: bool
+    stdout: Capped
+    stderr: Capped
+
+
+def supervise(
+    pid: int, out_r: int, err_r: int, timeout_s: float, cap: int, reaper: Reaper
+) -> Outcome:
+    """Drain the pipes until the program exits (or times out); kill what remains.
+
+    The pipes are drained for up to ``DRAIN_AFTER_EXIT_S`` after the exit, since
+    background processes may hold them; then everything left is killed.
+    """
+    out, err = Capped(cap), Capped(cap)
+    sinks = {out_r: out, err_r: err}
+    sel = selectors.DefaultSelector()
+    for fd in sinks:
+        sel.register(fd, selectors.EVENT_READ)
+    sel.register(reaper.wake_r, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout_s
+    status: int | None = None
+    timed_out = False
+    drain_until = 0.0
+    reaper.reap()
+    while sinks or status is None:
+        now = time.monotonic()
+        if status is None:
+            status = reaper.statuses.pop(pid, None)
+            if status is not None:
+                kill_everything(pid)
+                drain_until = now + DRAIN_AFTER_EXIT_S
+                continue
+            if now >= deadline:
+                kill_everything(pid)
+                timed_out = True
+                status = reaper.statuses.pop(pid, None)
+                if status is None:
+                    _, status = os.waitpid(pid, 0)
+                drain_until = time.monotonic() + DRAIN_AFTER_EXIT_S
+                continue
+            wait = deadline - now
+        else:
+            if now >= drain_until:
+                break
+            wait = drain_until - now
+        for key, _ in sel.select(wait):
+            fd = key.fd
+            if fd == reaper.wake_r:
+                reaper.reap()
+                continue
+            try:
+                chunk = os.read(fd, CHUNK)
+            except OSError:
+                chunk = b""
+            if chunk:
+                sinks[fd].feed(chunk)
+            else:
+                sel.unregister(fd)
+                os.close(fd)
+                del sinks[fd]
+    for fd in sinks:
+        sel.unregister(fd)
+        os.close(fd)
+    sel.close()
+    kill_everything(pid)
+    reaper.reap()
+    return Outcome(status, timed_out, out, err)
+
+
+def exit_code_of(status: int) -> int:
+    """The shell's view of a wait status: the exit code, or 128 + the signal."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code

@@ -1,0 +1,105 @@
+"""The agent's side of the wire protocol.
+
+Job (stdin, then EOF):
+    b"RCEJ" + u32 big-endian length + JSON header, then, when the header lists
+    files, a tar stream of the input files.
+    header = {"lang": str, "code": str, "args": [str],
+              "files": [{"name": str, "sha256": str}],
+              "limits": {"run_timeout_s", "max_output_bytes", "max_file_bytes",
+                         "max_files"}}
+
+Reply (stdout): frames of a 1-byte kind + u32 big-endian length + payload:
+    P  ready: the warm agent finished its imports (before the job)
+    O  stdout bytes of the program (capped)       E  stderr bytes (capped)
+    F  an output file: JSON {"name", "size"}, then D frames totalling size
+    D  file data (never empty)
+    R  the result, JSON (last frame): exit_code, timed_out, oom_killed,
+       stdout_bytes, stderr_bytes, deleted, skipped, notices, error
+
+The reply fd is the agent's own stdout, which no program can reach (see
+``supervise.harden``). The agent's diagnostics go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Any
+
+JOB_MAGIC = b"RCEJ"
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+CHUNK = 256 * 1024
+REPLY_FD = 1
+JOB_FD = 0
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def send_frame(kind: bytes, payload: bytes = b"", fd: int = REPLY_FD) -> None:
+    """Write one reply frame."""
+    write_all(fd, kind + struct.pack(">I", len(payload)) + payload)
+
+
+def send_json(kind: bytes, obj: object, fd: int = REPLY_FD) -> None:
+    """Write one JSON reply frame (ASCII)."""
+    send_frame(kind, json.dumps(obj, ensure_ascii=True).encode("ascii"), fd)
+
+
+def read_exact(fd: int, size: int) -> bytes:
+    """Exactly ``size`` bytes from ``fd``, or fewer at EOF."""
+    parts = []
+    while size > 0:
+        chunk = os.read(fd, min(size, CHUNK))
+        if not chunk:
+            break
+        parts.append(chunk)
+        size -= len(chunk)
+    return b"".join(parts)
+
+
+class FdReader:
+    """A minimal file object over a raw fd, for tarfile's stream mode."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = CHUNK
+        return os.read(self.fd, size)
+
+
+def drain(fd: int) -> None:
+    """Read ``fd`` to its end."""
+    while os.read(fd, CHUNK):
+        pass
+
+
+def parse_header(head: bytes, read: Any) -> dict[str, Any] | None:
+    """The job header from its 8-byte ``head`` and ``read(size)`` for the rest."""
+    if len(head) < 8:
+        return None
+    if head[:4] != JOB_MAGIC:
+        raise ValueError("job does not start with the protocol magic")
+    (size,) = struct.unpack(">I", head[4:])
+    if size > MAX_HEADER_BYTES:
+        raise ValueError("job header too large")
+    raw = read(size)
+    if len(raw) != size:
+        raise ValueError("job header truncated")
+    job = json.loads(raw.decode("utf-8"))
+    if not isinstance(job, dict):
+        raise ValueError("job header is not an object")
+    return job
+
+
+def read_job(fd: int = JOB_FD) -> dict[str, Any] | None:
+    """The job header (a dict), or None when stdin closed before a job came."""
+    return parse_header(read_exact(fd, 8), lambda size: read_exact(fd, size))

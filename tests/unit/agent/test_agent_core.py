@@ -1,0 +1,164 @@
+"""The agent's wire, restore, supervision and collection, outside Docker."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from rce_agent import wire
+from rce_agent.restore import restore, safe_relative
+from rce_agent.supervise import Reaper, exit_code_of, spawn, supervise
+
+from runner.base import Language, Limits, RunRequest
+from runner.protocol import ReplyReader
+
+from .conftest import AGENT_ROOT
+
+
+class TestWire:
+    def header(self, body: bytes, magic: bytes = wire.JOB_MAGIC) -> dict[str, object] | None:
+        raw = magic + struct.pack(">I", len(body)) + body
+        stream = io.BytesIO(raw)
+        return wire.parse_header(stream.read(8), stream.read)
+
+    def test_a_job_header_round_trips(self) -> None:
+        assert self.header(b'{"lang": "c"}') == {"lang": "c"}
+
+    @pytest.mark.parametrize(
+        ("raw", "magic"),
+        [(b"{}", b"XXXX"), (b"[1]", wire.JOB_MAGIC), (b"{", wire.JOB_MAGIC)],
+    )
+    def test_bad_headers_are_refused(self, raw: bytes, magic: bytes) -> None:
+        with pytest.raises(ValueError):
+            self.header(raw, magic)
+
+    def test_oversized_and_truncated_headers_are_refused(self) -> None:
+        big = wire.JOB_MAGIC + struct.pack(">I", wire.MAX_HEADER_BYTES + 1)
+        with pytest.raises(ValueError, match="too large"):
+            wire.parse_header(big, lambda n: b"")
+        with pytest.raises(ValueError, match="truncated"):
+            wire.parse_header(wire.JOB_MAGIC + struct.pack(">I", 10), lambda n: b"{}")
+
+    def test_eof_before_a_job_is_none(self) -> None:
+        assert wire.parse_header(b"", lambda n: b"") is None
+
+
+class TestRestore:
+    @pytest.mark.parametrize("name", ["", "/etc/x", "a/../b", "./a", "a//b", "a\x00b"])
+    def test_unsafe_names_are_refused(self, name: str) -> None:
+        assert safe_relative(name) is None
+
+    def test_restores_regular_files_and_refuses_links(self, tmp_path: Path) -> None:
+        work = tmp_path / "work"
+        work.mkdir()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in (("a/b.txt", b"hi"), ("../evil", b"x")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            link = tarfile.TarInfo("link")
+            link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(link)
+        r, w = os.pipe()
+        os.write(w, buf.getvalue())
+        os.close(w)
+        notices: list[str] = []
+        manifest = restore(str(work), notices, fd=r)
+        os.close(r)
+        assert list(manifest) == ["a/b.txt"] and (work / "a" / "b.txt").read_bytes() == b"hi"
+        assert len(notices) == 2 and not (tmp_path / "evil").exists()
+        assert not (work / "link").exists()
+
+
+class TestSupervise:
+    def run(
+        self, argv: list[str], timeout_s: float = 10.0, cap: int = 1000
+    ) -> tuple[int, bool, bytes, bytes]:
+        reaper = Reaper()
+        try:
+            pid, out_r, err_r = spawn(argv, dict(os.environ), "/")
+            outcome = supervise(pid, out_r, err_r, timeout_s, cap, reaper)
+        finally:
+            reaper.close()
+        return (
+            exit_code_of(outcome.status),
+            outcome.timed_out,
+            bytes(outcome.stdout.data),
+            bytes(outcome.stderr.data),
+        )
+
+    def test_output_and_exit_code(self) -> None:
+        code, timed_out, out, err = self.run(["sh", "-c", "echo out; echo err >&2; exit 7"])
+        assert (code, timed_out, out, err) == (7, False, b"out\n", b"err\n")
+
+    def test_timeout_kills_the_program(self) -> None:
+        started = time.monotonic()
+        code, timed_out, _, _ = self.run(["sleep", "30"], timeout_s=0.5)
+        assert timed_out and code == 137 and time.monotonic() - started < 5
+
+    def test_output_is_capped(self) -> None:
+        _, _, out, _ = self.run(["sh", "-c", "head -c 5000 /dev/zero"], cap=100)
+        assert len(out) == 100
+
+    def test_only_stdio_is_inherited(self) -> None:
+        keep = os.open("/dev/null", os.O_RDONLY)
+        os.set_inheritable(keep, True)
+        try:
+            _, _, out, _ = self.run(["sh", "-c", "ls /proc/self/fd"])
+        finally:
+            os.close(keep)
+        assert sorted(int(n) for n in out.split()) == [0, 1, 2, 3]  # 3: ls's own dir fd
+
+    def test_a_signal_is_128_plus_its_number(self) -> None:
+        code, _, _, _ = self.run(["sh", "-c", "kill -9 $$"])
+        assert code == 137
+
+
+def test_harden_makes_the_agent_non_dumpable() -> None:
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from rce_agent.supervise import harden; ok = harden();"
+        "import ctypes; print(ok, ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, AGENT_ROOT], capture_output=True, text=True)
+    assert done.stdout.split() == ["True", "0"]
+
+
+def test_collected_frames_parse_on_the_host(tmp_path: Path) -> None:
+    """Frames the agent writes (Collector + result) are what runner.protocol reads."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "codebook.csv").write_text("a,b\n")
+    (work / "same.txt").write_text("same")
+    (work / "link").symlink_to("/etc/passwd")
+    import hashlib
+
+    before = {"same.txt": hashlib.sha256(b"same").hexdigest(), "gone.txt": "0" * 64}
+    script = (
+        "import sys, json; sys.path.insert(0, sys.argv[1]);"
+        "from rce_agent.collect import Collector; from rce_agent.wire import send_json;"
+        "c = Collector(sys.argv[2], json.loads(sys.argv[3]), 1000, 10); d = c.run();"
+        "send_json(b'R', {'exit_code': 0, 'deleted': d, 'skipped': c.skipped})"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, AGENT_ROOT, str(work), json.dumps(before)],
+        capture_output=True,
+        check=True,
+    )
+    request = RunRequest(language=Language.PYTHON, code="", limits=Limits())
+    reply = ReplyReader(io.BytesIO(done.stdout), request).read()
+    assert [o.name for o in reply.outputs] == ["codebook.csv"]
+    assert reply.outputs[0].data.read() == b"a,b\n"
+    assert reply.result is not None
+    assert reply.result["deleted"] == ["gone.txt"]
+    assert reply.result["skipped"] == [["link", "symbolic link (not followed)"]]
+    reply.discard_outputs()
