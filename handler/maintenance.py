@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,15 @@ if TYPE_CHECKING:
     from handler.services import Services
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """What one pass did: containers reaped, files expired, and what could not run."""
+
+    reaped: int = 0
+    expired: int = 0
+    problems: list[str] = field(default_factory=list)
 
 
 class Maintenance:
@@ -32,15 +42,19 @@ class Maintenance:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def run_once(self) -> None:
-        """One pass: reap orphans, expire old files. Failures are logged, never raised."""
+    def run_once(self) -> Sweep:
+        """One pass: reap orphans, expire old files. Failures are logged and reported,
+        never raised."""
         services = self._services
+        reaped = expired = 0
+        problems = []
         try:
             reaped = services.sandbox.reap()
             if reaped:
                 log.info("reaped orphan sandbox containers", extra={"count": reaped})
         except CodeInterpreterError as exc:
             log.warning("reaper could not run: %s", exc.message)
+            problems.append(f"reaper: {exc.message}")
         try:
             ttl = timedelta(hours=services.settings.session_ttl_hours)
             expired = services.store.expire(datetime.now(UTC) - ttl)
@@ -48,6 +62,8 @@ class Maintenance:
                 log.info("expired session files", extra={"count": expired})
         except CodeInterpreterError as exc:
             log.warning("expiry sweep could not run: %s", exc.message)
+            problems.append(f"expiry: {exc.message}")
+        return Sweep(reaped, expired, problems)
 
     def _loop(self) -> None:
         while True:

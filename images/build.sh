@@ -3,6 +3,8 @@
 #
 #   images/build.sh            build when the recipe hash label differs (default)
 #   images/build.sh --force    rebuild regardless
+#   images/build.sh --recipe-hash   print the recipe hash of this checkout and exit
+#                                   (what `rce doctor` compares with the image's label)
 #
 # RCE_IMAGE_NAME   the tag to build (default custom-rce-kernel:latest)
 # RCE_IMAGE_BUILD  offline | registry | auto (default auto: offline when debootstrap
@@ -17,7 +19,11 @@ cd "$(dirname "$0")/.."
 IMAGE="${RCE_IMAGE_NAME:-custom-rce-kernel:latest}"
 MODE="${RCE_IMAGE_BUILD:-auto}"
 FORCE=0
-[ "${1:-}" = "--force" ] && FORCE=1
+case "${1:-}" in
+  --force) FORCE=1 ;;
+  --recipe-hash|"") ;;
+  *) echo "usage: images/build.sh [--force | --recipe-hash]" >&2; exit 2 ;;
+esac
 
 RECIPE_FILES=(images/cpu/packages.txt images/cpu/layer.sh images/cpu/Dockerfile images/cpu/Dockerfile.offline
               images/build.sh images/lib.sh)
@@ -26,6 +32,7 @@ RECIPE_FILES+=("${AGENT_FILES[@]}")
 RECIPE_HASH="$(cat "${RECIPE_FILES[@]}" | sha256sum | cut -c1-16)"
 ROOTFS_HASH="$(cat images/cpu/packages.txt images/lib.sh | sha256sum | cut -c1-16)"
 ROOTFS_IMAGE="rce-rootfs:${ROOTFS_HASH}"
+[ "${1:-}" = "--recipe-hash" ] && { echo "$RECIPE_HASH"; exit 0; }
 
 exit_if_current "$IMAGE" "$RECIPE_HASH" "$FORCE"
 MODE="$(build_mode "$MODE")"
@@ -33,11 +40,12 @@ packages="$(grep -v '^#' images/cpu/packages.txt | grep -v '^$' | paste -sd" " -
 start=$(date +%s)
 
 if [ "$MODE" = registry ]; then
-  echo "==> building $IMAGE from images/cpu/Dockerfile (registry)" >&2
+  echo "==> building $IMAGE from images/cpu/Dockerfile (registry; docker build prints its steps)" >&2
   docker build -f images/cpu/Dockerfile --build-arg "RECIPE_HASH=$RECIPE_HASH" -t "$IMAGE" .
 else
+  echo "==> image 1/2: the Debian root file system $ROOTFS_IMAGE ($(wc -w <<<"$packages") packages listed)" >&2
   ensure_rootfs_image "$ROOTFS_IMAGE" "$packages"
-  echo "==> building $IMAGE from images/cpu/Dockerfile.offline over $ROOTFS_IMAGE" >&2
+  echo "==> image 2/2: [$(( $(date +%s) - start )) s] building $IMAGE from images/cpu/Dockerfile.offline over $ROOTFS_IMAGE" >&2
   DOCKER_BUILDKIT=0 docker build -q -f images/cpu/Dockerfile.offline \
     --build-arg "ROOTFS=$ROOTFS_IMAGE" --build-arg "RECIPE_HASH=$RECIPE_HASH" -t "$IMAGE" . >/dev/null
 fi

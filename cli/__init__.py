@@ -1,0 +1,1 @@
+"""The ``rce`` command: serve, doctor, image build, gc, bench (click)."""

@@ -1,0 +1,5 @@
+"""``python -m cli`` is ``rce``."""
+
+from cli.main import main
+
+main()
