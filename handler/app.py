@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from importlib import metadata
 
 from fastapi import FastAPI
 
@@ -17,13 +18,25 @@ from handler.errors import install_error_handlers
 from handler.logs import configure_logging
 from handler.maintenance import Maintenance
 from handler.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from handler.poolfill import PoolFillReporter
 from handler.routes import build_router
 from handler.services import Services, build_services
 from handler.settings import Settings, get_settings
+from handler.status import build_status_router
 from runner.base import Sandbox
 from storage.base import SessionStore
 
 log = logging.getLogger(__name__)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("rce")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+VERSION = _version()
 
 
 def _body_limit(settings: Settings) -> Callable[[str, str], int]:
@@ -41,6 +54,15 @@ def _body_limit(settings: Settings) -> Callable[[str, str], int]:
         return settings.max_body_bytes
 
     return limit_for
+
+
+def _pool_fill_reporter(services: Services) -> PoolFillReporter | None:
+    """Start-up progress of the warm pools, when the sandbox has any."""
+    stats = getattr(services.sandbox, "stats", None)
+    if not callable(stats):
+        return None
+    settings = services.settings
+    return PoolFillReporter(stats, {"light": settings.pool_size, "data": settings.pool_data_size})
 
 
 def create_app(
@@ -62,9 +84,14 @@ def create_app(
         worker = Maintenance(services) if maintenance else None
         if worker:
             worker.start()
+        fill = _pool_fill_reporter(services)
+        if fill:
+            fill.start()
         try:
             yield
         finally:
+            if fill:
+                fill.stop()
             if worker:
                 worker.stop()
             services.close()
@@ -72,7 +99,7 @@ def create_app(
     app = FastAPI(
         title="rce",
         summary="Sandboxed code interpreter API for LibreChat",
-        version="0.1.0",
+        version=VERSION,
         lifespan=lifespan,
         # RCE_DOCS_ACCESS=off: no /docs, /redoc or /openapi.json at all.
         openapi_url=None if settings.docs_access == "off" else "/openapi.json",
@@ -82,6 +109,9 @@ def create_app(
     router = build_router(metrics_on=settings.metrics_access != "off")
     app.include_router(router)
     app.include_router(router, prefix="/v1", include_in_schema=False)
+    status = build_status_router(VERSION)
+    app.include_router(status)
+    app.include_router(status, prefix="/v1")
     # Outermost last: request id, then authentication (headers only), then body limits.
     app.add_middleware(BodyLimitMiddleware, limit_for=_body_limit(settings))
     app.add_middleware(AuthGate, auth=services.auth, policy=GatePolicy.from_settings(settings))

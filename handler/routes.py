@@ -124,9 +124,9 @@ def _run_exec(services: Services, who: Caller, body: ExecIn, request_id: str) ->
         _count_failure(services, exc)
         raise
     finally:
-        services.metrics.exec_seconds.labels(language.value, outcome_label).observe(
-            time.monotonic() - started
-        )
+        elapsed = time.monotonic() - started
+        services.metrics.exec_seconds.labels(language.value, outcome_label).observe(elapsed)
+        services.recent.record(language.value, outcome_label, elapsed)
 
 
 def _content_disposition(name: str) -> str:

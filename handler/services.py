@@ -10,6 +10,7 @@ from typing import Any
 from handler.admission import ExecGate
 from handler.auth import Authenticator
 from handler.metrics import Metrics
+from handler.recent import RecentExecs
 from handler.settings import Settings
 from runner.base import Sandbox
 from runner.service import ExecPolicy
@@ -60,6 +61,8 @@ class Services:
     metrics: Metrics
     exec_gate: ExecGate
     policy: ExecPolicy = field(default_factory=ExecPolicy)
+    #: This process's recent execs, for the status page.
+    recent: RecentExecs = field(default_factory=RecentExecs)
     #: ``/ready``'s probes run here, never on the exec slots or the shared threadpool.
     probe_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="rce-ready")

@@ -29,7 +29,7 @@ def engine_facts(image: str, *, timeout_s: float) -> EngineFacts:
         with engine_errors("answer", image):
             api = client.api
             version: dict[str, Any] = api.version()
-            info: dict[str, Any] = api.info()
+            info = _info(api)
             labels = _image_labels(api, image)
         return EngineFacts(
             version=str(version.get("Version", "")),
@@ -39,6 +39,15 @@ def engine_facts(image: str, *, timeout_s: float) -> EngineFacts:
         )
     finally:
         client.close()
+
+
+def _info(api: docker.APIClient) -> dict[str, Any]:
+    """``/info``, or nothing when the engine (a socket proxy) refuses it."""
+    try:
+        info: dict[str, Any] = api.info()
+    except docker.errors.APIError:
+        return {}
+    return info
 
 
 def _image_labels(api: docker.APIClient, image: str) -> dict[str, str] | None:
