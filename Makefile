@@ -4,7 +4,7 @@ RCE_HOST ?= 127.0.0.1
 RCE_PORT ?= 8000
 export RCE_HOST RCE_PORT
 
-.PHONY: setup test-tools run test test-fast lint image bench soak clean
+.PHONY: setup test-tools run test test-fast lint image doctor bench soak clean
 
 setup:            ## install uv, the locked venv, a Docker engine and the sandbox image
 	scripts/bootstrap.sh
@@ -13,7 +13,7 @@ test-tools:       ## install the outside tools only the tests run (haproxy, dock
 	scripts/install-test-tools.sh
 
 run: setup        ## start the API on :8000 (local folder store, local Docker)
-	uv run uvicorn handler.app:create_app --factory --host $(RCE_HOST) --port $(RCE_PORT)
+	uv run --frozen rce serve
 
 lint:             ## ruff + mypy strict
 	uv run ruff check .
@@ -27,10 +27,13 @@ test-fast:        ## unit tests only (no Docker, no S3)
 	uv run pytest tests/unit -q
 
 image:            ## (re)build the sandbox image if its recipe changed
-	images/build.sh
+	uv run --frozen rce image build
+
+doctor:           ## check the engine, image, store and auth settings
+	uv run --frozen rce doctor
 
 bench: setup      ## the benchmark: rce beside a bare `docker run --rm`
-	uv run python bench/bench.py
+	uv run --frozen rce bench
 
 soak: setup       ## the load soak (bounded)
 	uv run python bench/soak.py

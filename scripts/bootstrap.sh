@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the project needs on this machine, idempotently:
-# uv (from PyPI), the locked Python environment, a Docker engine, the sandbox image.
+# uv (from PyPI), the locked Python environment (which installs the rce command), a
+# Docker engine, the sandbox image (rce image build, with progress).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,4 +12,5 @@ fi
 echo "==> uv sync (locked)" >&2
 uv sync --frozen --quiet
 scripts/ensure-docker.sh
-images/build.sh
+# The venv (and so the rce command) exists from here on.
+uv run --frozen rce image build

@@ -5,6 +5,7 @@
 #   haproxy         the socket-proxy tests run the shipped haproxy.cfg + policy.lua
 #   docker-compose  the compose tests check infra/*.yml with `docker-compose config`
 #   debootstrap     the offline image builds (images/build.sh, images/proxy/build.sh)
+#   chromium        the status page is checked in headless Chromium (screenshot + DOM)
 #   node, npm       the LibreChat conformance suite (tests/conformance, `npm ci` from
 #                   its lock file; Node.js 20 or newer)
 #
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command -> Debian package
-TOOLS=(haproxy:haproxy docker-compose:docker-compose debootstrap:debootstrap node:nodejs npm:npm)
+TOOLS=(haproxy:haproxy docker-compose:docker-compose debootstrap:debootstrap chromium:chromium node:nodejs npm:npm)
 NODE_MIN_MAJOR=20
 CONFORMANCE_DIR=tests/conformance
 
@@ -64,4 +65,4 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   (cd "$CONFORMANCE_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
   echo "$digest" >"$stamp"
 fi
-say "test tools present: haproxy $(haproxy -v | head -1 | awk '{print $3}'), docker-compose, debootstrap, node $(node -v), npm $(npm -v)"
+say "test tools present: haproxy $(haproxy -v | head -1 | awk '{print $3}'), docker-compose, debootstrap, chromium, node $(node -v), npm $(npm -v)"
