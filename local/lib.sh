@@ -16,7 +16,8 @@ VOLUME_GRPC_PORT="${RCE_LOCAL_VOLUME_GRPC_PORT:-$((VOLUME_PORT + 10000))}"
 FILER_GRPC_PORT="${RCE_LOCAL_FILER_GRPC_PORT:-$((FILER_PORT + 10000))}"
 S3_GRPC_PORT="${RCE_LOCAL_S3_GRPC_PORT:-$((S3_PORT + 10000))}"
 
-say() { echo "==> $*" >&2; }
+# Each step line carries the seconds since the script started (plain lines: CI logs).
+say() { echo "==> [${SECONDS} s] $*" >&2; }
 
 # alive NAME: the process in $STATE/run/NAME.pid is running.
 alive() {

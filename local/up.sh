@@ -49,7 +49,7 @@ uv run --frozen python local/setup_bucket.py --endpoint "$S3_ENDPOINT" --bucket 
 
 # --- Docker and the sandbox image ---------------------------------------------
 scripts/ensure-docker.sh
-images/build.sh
+uv run --frozen rce image build
 
 # --- the API ------------------------------------------------------------------
 API_KEY="${CUSTOM_RCE_API_KEY:-$(secret_file "$STATE/api-key")}"
