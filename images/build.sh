@@ -20,7 +20,7 @@ FORCE=0
 [ "${1:-}" = "--force" ] && FORCE=1
 
 RECIPE_FILES=(images/cpu/packages.txt images/cpu/layer.sh images/cpu/Dockerfile images/cpu/Dockerfile.offline
-              runner/agent/rce_agent.py images/build.sh images/lib.sh)
+              runner/agent/rce_agent.py runner/agent/rce_ptc.py images/build.sh images/lib.sh)
 RECIPE_HASH="$(cat "${RECIPE_FILES[@]}" | sha256sum | cut -c1-16)"
 ROOTFS_HASH="$(cat images/cpu/packages.txt | sha256sum | cut -c1-16)"
 ROOTFS_IMAGE="rce-rootfs:${ROOTFS_HASH}"

@@ -186,15 +186,15 @@ def _write_member(root_fd, name, source, hashlib):
         os.close(parent)
 
 
-def restore(notices):
-    """Unpack the tar on stdin into the workspace; return {name: sha256}."""
+def restore(notices, source=None):
+    """Unpack the tar on stdin (or ``source``) into the workspace; return {name: sha256}."""
     import hashlib
     import tarfile
 
     manifest = {}
     root_fd = os.open(WORKDIR, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        with tarfile.open(fileobj=FdReader(0), mode="r|") as tar:
+        with tarfile.open(fileobj=source or FdReader(0), mode="r|") as tar:
             for member in tar:
                 name = safe_relative(member.name)
                 if name is None or not member.isreg():
@@ -309,10 +309,11 @@ def kill_everything(pid):
             pass
 
 
-def supervise(pid, out_r, err_r, timeout_s, cap):
+def supervise(pid, out_r, err_r, timeout_s, cap, relay=None):
     """Drain the pipes until the program exits (or times out); kill stragglers.
 
-    Returns (wait status, timed_out, stdout Capped, stderr Capped).
+    Returns (wait status, timed_out, stdout Capped, stderr Capped). ``relay``: see
+    rce_ptc.Relay (programmatic tool calling), None for a plain job.
     """
     out, err = Capped(cap), Capped(cap)
     sinks = {out_r: out, err_r: err}
@@ -325,11 +326,15 @@ def supervise(pid, out_r, err_r, timeout_s, cap):
     except (AttributeError, OSError):
         pidfd = None
     deadline = time.monotonic() + timeout_s
+    if relay is not None:  # PTC hook 1/3: the relay's sockets join the selector
+        relay.register(sel, pid)
     status = None
     timed_out = False
     drain_until = None
     while sinks or status is None:
         now = time.monotonic()
+        if relay is not None and status is None:  # PTC hook 2/3: no clock while tools run
+            deadline = relay.deadline(deadline, now)
         if status is None:
             if now >= deadline:
                 kill_everything(pid)
@@ -353,6 +358,8 @@ def supervise(pid, out_r, err_r, timeout_s, cap):
             wait = drain_until - now
         for key, _ in sel.select(wait):
             fd = key.fd
+            if relay is not None and relay.handle(key):  # PTC hook 3/3: calls and results
+                continue
             if fd == pidfd:
                 sel.unregister(pidfd)
                 status = os.waitpid(pid, 0)[1]
@@ -758,16 +765,30 @@ def write_code(lang, code):
     return path
 
 
+def _ptc_relay(job):
+    """The programmatic-tool-calling relay of a ``ptc`` job (rce_ptc.py), else None."""
+    if not job.get("ptc"):
+        return None
+    import rce_ptc
+
+    return rce_ptc.Relay(job)
+
+
 def run_job(job, preloaded):
     limits = job.get("limits", {})
     cap = int(limits.get("max_output_bytes", 1_000_000))
     timeout_s = float(limits.get("run_timeout_s", 30.0))
     notices = []
+    # --- PTC hook: a ``ptc`` job keeps stdin open for tool results (rce_ptc.Relay) ---
+    relay = _ptc_relay(job)
     if job.get("files"):
-        before = restore(notices)
+        before = restore(notices, relay.tar_source() if relay else None)
     else:
         before = {}
-    drain(0)
+    if relay is None:
+        drain(0)
+    else:
+        relay.end_of_input()
     lang = job.get("lang", "py")
     args = [str(a) for a in job.get("args", [])]
     path = write_code(lang, job.get("code", ""))
@@ -777,10 +798,16 @@ def run_job(job, preloaded):
     else:
         argv = ["bash", path, *args]
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    if relay is not None:  # PTC hook: the tools, and the relay's socket
+        argv, env = relay.program(lang, path, argv, env)
+        relay.listen()
     oom_before = oom_kills()
     started = time.monotonic()
     pid, out_r, err_r = spawn(argv, env, preloaded and lang == "py")
-    status, timed_out, out, err = supervise(pid, out_r, err_r, timeout_s, cap)
+    status, timed_out, out, err = supervise(pid, out_r, err_r, timeout_s, cap, relay)
+    if relay is not None:  # PTC hook: tell the host the reply follows
+        relay.finish()
+        notices.extend(relay.notices())
     duration = time.monotonic() - started
     exit_code = exit_code_of(status)
     oom_after = oom_kills()
