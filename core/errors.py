@@ -12,6 +12,8 @@ table. A failure *inside the user's program* is never an error: it is a result.
     ├── PayloadTooLarge                413  a body, code or file is over its limit
     ├── AuthenticationFailed           401  missing, wrong or expired credentials
     ├── AccessDenied                   403  the caller does not own that session or file
+    ├── Conflict                       409  replayed continuation or duplicate request id
+    ├── ContinuationExpired            410  the paused program is gone (expired or over)
     ├── NotFound                       404
     │   ├── SessionNotFound            404  no such session
     │   └── FileNotFound               404  no such file in the session
@@ -132,3 +134,15 @@ class SandboxStartFailed(SandboxError):
     """The engine refused to create, start or talk to the sandbox container."""
 
     code = "sandbox_start_failed"
+
+
+class Conflict(CodeInterpreterError):
+    """A continuation token already used (replayed), or a request id already seen."""
+
+    code = "conflict"
+
+
+class ContinuationExpired(CodeInterpreterError):
+    """A continuation token past its expiry, or whose paused program is no longer there."""
+
+    code = "continuation_expired"

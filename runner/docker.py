@@ -593,6 +593,8 @@ def _expired(item: Mapping[str, Any], labels: Mapping[str, str], now: float) -> 
         created = float(labels.get(cfg.LABEL_CREATED, str(now)))
     except ValueError:
         return True
+    if labels.get("org.rce.ptc") == "1" and item.get("State") == "exited":
+        return True  # a programmatic run whose agent gave up waiting (runner.docker_ptc)
     return item.get("State") == "created" and now - created > UNSTARTED_GRACE_S
 
 

@@ -278,7 +278,9 @@ class Relay:
         elif msg.get("op") == "call" and len(self.pending) < MAX_PENDING:
             self.next_id += 1
             call_id = f"call_{self.round + 1}_{self.next_id}"
-            self.pending.append((call_id, str(msg.get("name")), msg.get("input"), conn, msg.get("id")))
+            self.pending.append(
+                (call_id, str(msg.get("name")), msg.get("input"), conn, msg.get("id"))
+            )
 
     def _maybe_flush(self):
         if not (self.flush_wanted and self.pending) or self.waiting_since is not None:
@@ -512,7 +514,9 @@ def run_python(path, args):
     with open(path, encoding="utf-8", errors="surrogatepass") as fh:
         source = fh.read()
     try:
-        code = compile(source, path, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+        code = compile(
+            source, path, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+        )
         result = eval(code, module.__dict__)
         if inspect.iscoroutine(result):
             asyncio.run(result)
