@@ -241,7 +241,8 @@ class DockerProgramSandbox:
         except SandboxError as exc:
             if already_gone(exc) or isinstance(exc.__cause__, docker.errors.NotFound):
                 raise ContinuationExpired(
-                    "the paused program is gone (expired, cancelled or finished); run the code again"
+                    "the paused program is gone (expired, cancelled or finished); "
+                    "run the code again"
                 ) from None
             raise
 

@@ -45,8 +45,11 @@ from storage.base import FileMeta, SessionStore
 log = logging.getLogger(__name__)
 
 BASH_RESERVED = frozenset(
-    "if then else elif fi case esac for while until do done in function select time "
-    "coproc declare typeset local readonly export unset".split()
+    (
+        *("if", "then", "else", "elif", "fi", "case", "esac", "for", "while", "until"),
+        *("do", "done", "in", "function", "select", "time", "coproc", "declare"),
+        *("typeset", "local", "readonly", "export", "unset"),
+    )
 )
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

@@ -34,6 +34,7 @@ made its calls (so ``asyncio.gather`` calls travel together); a bash tool flushe
 20 ms after its call (so commands started together with ``&`` travel together).
 """
 
+import contextlib
 import json
 import os
 import selectors
@@ -171,10 +172,8 @@ class Relay:
 
     def listen(self):
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(SOCKET_PATH)
-        except FileNotFoundError:
-            pass
         self.listener.bind(SOCKET_PATH)
         self.listener.listen(64)
         self.listener.setblocking(False)
@@ -219,10 +218,8 @@ class Relay:
             for conn in list(self.conns.values()):
                 self._drop(conn)
             for fileobj in (self.listener, 0):
-                try:
+                with contextlib.suppress(KeyError, ValueError):
                     self.sel.unregister(fileobj)
-                except (KeyError, ValueError):
-                    pass
             os.set_blocking(0, True)
         if self.listener is not None:
             self.listener.close()
@@ -241,10 +238,8 @@ class Relay:
         self.sel.register(sock, selectors.EVENT_READ, conn)
 
     def _drop(self, conn):
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
         self.conns.pop(conn.sock.fileno(), None)
         conn.sock.close()
 
@@ -517,7 +512,7 @@ def run_python(path, args):
         code = compile(
             source, path, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
         )
-        result = eval(code, module.__dict__)
+        result = eval(code, module.__dict__)  # noqa: S307 - running the user's program is the job
         if inspect.iscoroutine(result):
             asyncio.run(result)
     except SystemExit:

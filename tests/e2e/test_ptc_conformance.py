@@ -66,7 +66,9 @@ def test_ptc_through_the_client_across_two_replicas(
 ) -> None:
     """Every check of ptc_tools.mjs passes, with continuations served by replica B."""
     a, b = replicas
-    report = _run_script(node, "ptc_tools.mjs", a, credentials, extra={"RCE_BASE_URL_B": b.base_url})
+    report = _run_script(
+        node, "ptc_tools.mjs", a, credentials, extra={"RCE_BASE_URL_B": b.base_url}
+    )
     failed = [r for r in report["results"] if not r["ok"]]
     assert report["results"], "ptc_tools.mjs ran no checks"
     assert not failed, _failure_text(report, a) + "\nreplica B:\n" + b.log_tail(3000)
@@ -106,7 +108,9 @@ def test_api_killed_between_round_trips_leaves_no_orphan_past_the_cap(
     with live_server(env, log_dir=tmp_path / "survivor") as survivor:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            left = client.containers.list(all=True, filters={"label": f"org.rce.exec-id={request_id}"})
+            left = client.containers.list(
+                all=True, filters={"label": f"org.rce.exec-id={request_id}"}
+            )
             if not left:
                 break
             time.sleep(0.5)
