@@ -233,10 +233,8 @@ class DockerProgramSandbox:
     def _attach(self, name: str) -> AttachedStream:
         api = self._sandbox._api()
         try:
+            # No inspect first: an exited container answers EOF, read as "gone".
             with engine_errors("attach to the sandbox container", self._sandbox.image):
-                state = api.inspect_container(name).get("State") or {}
-                if not state.get("Running"):
-                    raise ContinuationExpired("the paused program is over; run the code again")
                 return AttachedStream(api.attach_socket(name, params=dict(_ATTACH)))
         except SandboxError as exc:
             if already_gone(exc) or isinstance(exc.__cause__, docker.errors.NotFound):
