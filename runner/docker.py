@@ -62,7 +62,7 @@ from runner.protocol import (
     build_result,
     encode_job_header,
     read_exact,
-    write_input_tar,
+    write_job_files,
 )
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ class DockerSandbox:
                 continue
             names = [n.lstrip("/") for n in item.get("Names") or []]
             name = next((n for n in names if n.startswith(cfg.NAME_PREFIX)), None)
-            if name is None or not _expired(item, labels, now):
+            if name is None or not _expired(name, item, labels, now):
                 continue
             try:
                 with engine_errors("remove an expired sandbox", self.image):
@@ -304,11 +304,16 @@ class DockerSandbox:
     # ------------------------------------------------------------ containers
 
     def _create(
-        self, key: cfg.ContainerKey, labels: dict[str, str], *, warm: cfg.Flavour | None
+        self,
+        key: cfg.ContainerKey,
+        labels: dict[str, str],
+        *,
+        warm: cfg.Flavour | None,
+        name: str | None = None,
     ) -> str:
-        """Create (not start) a container; return its name."""
+        """Create (not start) a container (named ``name`` or a fresh name); return its name."""
         api = self._api()
-        name = cfg.new_name()
+        name = name or cfg.new_name()
         body = cfg.create_body(key, container_labels=labels, warm=warm)
         try:
             with engine_errors("create the sandbox container", self.image):
@@ -339,12 +344,12 @@ class DockerSandbox:
             raise
         return container
 
-    def _start_cold(self, request: RunRequest) -> _Container:
+    def _start_cold(self, request: RunRequest, *, name: str | None = None) -> _Container:
         budget = cfg.run_budget_s(request)
         labels = cfg.labels(
             exec_id=request.exec_id, deadline_s=budget, pooled=False, extra=self._labels
         )
-        name = self._create(self._key(request.limits), labels, warm=self._cold_flavour)
+        name = self._create(self._key(request.limits), labels, warm=self._cold_flavour, name=name)
         container = self._attach_and_start(name, float(labels[cfg.LABEL_DEADLINE]), pooled=False)
         container.ready_unread = self._cold_flavour is not None
         return container
@@ -512,7 +517,7 @@ class DockerSandbox:
         try:
             stream.write(header)
             if request.files:
-                write_input_tar(request.files, stream)
+                write_job_files(request.files, stream)
             stream.close_stdin()
         except (OSError, StreamTimeout) as exc:
             log.info("sending the job failed: %s", exc)
@@ -585,8 +590,15 @@ def _read_ready(stream: AttachedStream) -> None:
     stream.got_reply = False
 
 
-def _expired(item: Mapping[str, Any], labels: Mapping[str, str], now: float) -> bool:
-    """Whether the reaper may remove this listed container."""
+def _expired(name: str, item: Mapping[str, Any], labels: Mapping[str, str], now: float) -> bool:
+    """Whether the reaper may remove this listed container.
+
+    A programmatic run's container (``cfg.ptc_expiry`` of its name) expires when its
+    name says, whatever its labels (a pooled one keeps the pool's), or once exited.
+    """
+    expiry = cfg.ptc_expiry(name)
+    if expiry is not None:
+        return expiry <= now or item.get("State") == "exited"
     try:
         if float(labels.get(cfg.LABEL_DEADLINE, "0")) <= now:
             return True

@@ -56,7 +56,8 @@ class TestCreateBody:
         assert created["Image"] == "img:tag"
         assert created["User"] == "1000:1000"
         assert created["Cmd"] == ["python3", "/opt/rce/rce_agent/__main__.py"]
-        assert created["OpenStdin"] is True and created["StdinOnce"] is True
+        # stdin stays open across attaches: the job is framed (no EOF), PTC re-attaches.
+        assert created["OpenStdin"] is True and created["StdinOnce"] is False
         assert created["Tty"] is False and created["NetworkDisabled"] is True
         assert host["NetworkMode"] == "none"
         assert host["CapDrop"] == ["ALL"] and "CapAdd" not in host
