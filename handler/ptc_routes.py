@@ -5,6 +5,13 @@ The first request starts a program (``runner.ptc.start_program``); a body with
 ``X-LibreChat-Code-Workspace-ID``) runs as a plain exec in the caller's workspace
 session. Answers carry ``status``: ``tool_call_required``, ``completed`` or
 ``error`` (with the error strings the client translates).
+
+Authentication is the app's gate (headers only, before any body). Admission is the
+exec gate's (``services.exec_gate``): a first request and every continuation each
+take an exec slot while the program runs (a continuation resumes the program, which
+then runs until its next pause or its end). A paused program holds no slot: it is
+bounded by the wait cap (the agent ends it) and its container's expiry (the
+reaper). A cancel takes no slot (one list call and one attach).
 """
 
 from __future__ import annotations
@@ -113,7 +120,7 @@ def _answer(answer: ProgramAnswer) -> dict[str, Any]:
 
 
 def _workspace(
-    request: Request, services: Services, who: Any, body: ProgrammaticIn
+    request: Request, services: Services, who: Any, body: ProgrammaticIn, request_id: str
 ) -> dict[str, Any]:
     """A bash call in an attached workspace: a plain exec in the workspace's session."""
     ports = _ports(services)
@@ -127,17 +134,19 @@ def _workspace(
         files=body.files,
         timeout=body.timeout,
     )
-    out = _run_exec(services, who, exec_body, current_request_id()).model_dump(exclude_none=True)
+    out = _run_exec(services, who, exec_body, request_id).model_dump(exclude_none=True)
     return {**out, "status": "completed"}
 
 
-def _start(request: Request, services: Services, who: Any, body: ProgrammaticIn) -> dict[str, Any]:
+def _start(
+    request: Request, services: Services, who: Any, body: ProgrammaticIn, request_id: str
+) -> dict[str, Any]:
     if body.code is None or not body.code:
         raise InvalidRequest("code is required (or continuation_token and tool_results)")
     language = parse_language(body.lang or "py")
     tools = body.tools or []
     if WORKSPACE_HEADER in request.headers and language is Language.BASH and not tools:
-        return _workspace(request, services, who, body)
+        return _workspace(request, services, who, body, request_id)
     program = ProgramRequest(
         language=language,
         code=body.code,
@@ -160,19 +169,26 @@ def build_ptc_router() -> APIRouter:
     router = APIRouter()
 
     @router.post("/exec/programmatic", tags=router_tags)
-    def exec_programmatic(
+    async def exec_programmatic(
         body: ProgrammaticIn, who: CallerDep, services: ServicesDep, request: Request
     ) -> JSONResponse:
-        """Run code that calls the client's tools; see ``runner.ptc``."""
+        """Run code that calls the client's tools; see ``runner.ptc``. Admission is
+        bounded like ``/exec`` (429 or 503 with ``Retry-After`` when full)."""
         who = with_asserted_user(who, body.user_id)
-        if body.continuation_token is None:
-            return JSONResponse(_start(request, services, who, body))
+        log_id = current_request_id()
+        token = body.continuation_token
+        if token is None:
+            _ports(services)
+            return JSONResponse(
+                await services.exec_gate.run(lambda: _start(request, services, who, body, log_id))
+            )
         results = [
             ToolResult(r.call_id, r.result, r.is_error, r.error_message)
             for r in body.tool_results or []
         ]
-        answer = continue_program(
-            body.continuation_token, results, who, _request_id(request), _ports(services)
+        ports, request_id = _ports(services), _request_id(request)
+        answer = await services.exec_gate.run(
+            lambda: continue_program(token, results, who, request_id, ports)
         )
         return JSONResponse(_answer(answer))
 

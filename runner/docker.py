@@ -5,8 +5,8 @@ With its private ``runner._docker_*`` modules, this is the only code importing `
 Every run gets a brand-new container that no other run touched: created from the
 sandbox image with the hardening of ``runner._docker_config``, attached (stdin,
 stdout, stderr) and started, or taken pre-started from a warm pool. The host sends
-the agent inside one job (header + tar of the inputs), half-closes stdin and reads
-one reply (``runner.protocol``), trusting nothing in it. The container is then
+the agent inside one job (header + framed tar of the inputs; stdin stays open) and
+reads one reply (``runner.protocol``), trusting nothing in it. The container is then
 removed by a background thread, whatever happened; ``reap()`` removes the ones a
 crashed process left behind once their ``org.rce.deadline`` has passed (or, never
 started, soon after their creation).
@@ -512,13 +512,14 @@ class DockerSandbox:
         return build_result(reply, request, duration_s=time.monotonic() - started)
 
     def _send_job(self, stream: AttachedStream, request: RunRequest, header: bytes) -> bool:
-        """Send the job and half-close stdin; False if the container hung up meanwhile."""
+        """Send the job; False if the container hung up meanwhile."""
         stream.write_deadline = time.monotonic() + cfg.upload_budget_s(request)
         try:
             stream.write(header)
             if request.files:
                 write_job_files(request.files, stream)
-            stream.close_stdin()
+            # No half-close: with StdinOnce=false the engine would end the whole attach
+            # (stdout too). The job's end is framed; the agent needs no EOF.
         except (OSError, StreamTimeout) as exc:
             log.info("sending the job failed: %s", exc)
             return False

@@ -20,6 +20,7 @@ import docker
 import httpx
 import pytest
 
+from runner import _docker_config as cfg
 from tests.e2e.test_librechat_conformance import (
     Credentials,
     _failure_text,
@@ -34,12 +35,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
 SECRET = secrets.token_urlsafe(32)
 
 
-def _env(folder: Path, creds: Credentials, image: str, **extra: str) -> dict[str, str]:
+def _env(
+    folder: Path, creds: Credentials, image: str, pool_size: int = 1, **extra: str
+) -> dict[str, str]:
     return server_env(
         storage=f"file://{folder}",
         api_key=creds.api_key,
         jwt_public_key_file=creds.public_key_file,
-        pool_size=0,
+        pool_size=pool_size,
         extra={"RCE_IMAGE_NAME": image, "RCE_PTC_TOKEN_SECRET": SECRET, **extra},
     )
 
@@ -81,15 +84,17 @@ def test_api_killed_between_round_trips_leaves_no_orphan_past_the_cap(
     sandbox_image: str,
     tmp_path: Path,
 ) -> None:
-    """SIGKILL the API while its program waits for tool results: the sandbox stops
-    itself once RCE_PTC_MAX_WAIT_S passes, and the reaper of a surviving replica
-    removes it."""
+    """SIGKILL the API while its program waits for tool results: the sandbox (taken
+    from the warm pool) stops itself once RCE_PTC_MAX_WAIT_S passes, and the reaper
+    of a surviving replica removes it. A reused request id meanwhile is a 409."""
     wait_cap_s = 4.0
     env = _env(tmp_path / "store", credentials, sandbox_image, RCE_PTC_MAX_WAIT_S=str(wait_cap_s))
     headers = {"X-API-Key": credentials.api_key, "User-Id": "ptc-killed"}
     request_id = f"killed-{secrets.token_hex(6)}"
     client = docker.from_env()
+    run_names = {"name": f"^/{cfg.PTC_PREFIX}{cfg.ptc_key(request_id)}-"}
     with live_server(env, log_dir=tmp_path) as doomed:
+        assert _pool_ready(doomed.base_url, headers), "the warm pool never filled"
         answer = httpx.post(
             f"{doomed.base_url}/exec/programmatic",
             json={"code": "print(await t())", "tools": [{"name": "t"}], "timeout": 10000},
@@ -97,8 +102,16 @@ def test_api_killed_between_round_trips_leaves_no_orphan_past_the_cap(
             timeout=60,
         ).json()
         assert answer["status"] == "tool_call_required", answer
-        paused = client.containers.list(filters={"label": f"org.rce.exec-id={request_id}"})
+        paused = client.containers.list(filters=run_names)
         assert len(paused) == 1, "the paused program has no live container"
+        assert paused[0].labels.get("org.rce.pool") == "1", "the run did not take a pooled sandbox"
+        again = httpx.post(
+            f"{doomed.base_url}/exec/programmatic",
+            json={"code": "print(1)", "tools": [{"name": "t"}]},
+            headers={**headers, "X-LibreChat-Code-Request-ID": request_id},
+            timeout=60,
+        )
+        assert again.status_code == 409, again.text
         doomed.process.kill()
         doomed.process.wait(10)
     paused[0].wait(timeout=wait_cap_s + 20)
@@ -108,9 +121,7 @@ def test_api_killed_between_round_trips_leaves_no_orphan_past_the_cap(
     with live_server(env, log_dir=tmp_path / "survivor") as survivor:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            left = client.containers.list(
-                all=True, filters={"label": f"org.rce.exec-id={request_id}"}
-            )
+            left = client.containers.list(all=True, filters=run_names)
             if not left:
                 break
             time.sleep(0.5)
@@ -122,3 +133,15 @@ def test_api_killed_between_round_trips_leaves_no_orphan_past_the_cap(
             timeout=30,
         )
         assert late.status_code == 410, late.text
+
+
+def _pool_ready(base_url: str, headers: dict[str, str], timeout_s: float = 120) -> bool:
+    """True once the API's light warm pool holds a ready container."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{base_url}/metrics", headers=headers, timeout=10).text
+        for line in metrics.splitlines():
+            if line.startswith("rce_pool_size_light") and float(line.split()[-1]) >= 1:
+                return True
+        time.sleep(0.5)
+    return False

@@ -171,9 +171,13 @@ class Relay:
             self.expired = True
         if self.expired or self.cancelled:
             return now
-        if self.waiting_since is not None:  # wake up in time to enforce the wait cap
-            return min(deadline, max(now, self.waiting_since + self.wait_cap_s + 0.001))
         return deadline
+
+    def wake_in(self, now: float) -> float:
+        """The longest the loop may sleep and still end a wait at the wait cap."""
+        if self.waiting_since is None:
+            return float("inf")
+        return max(0.0, self.waiting_since + self.wait_cap_s - now) + 0.001
 
     def handle(self, key: selectors.SelectorKey) -> bool:
         """Process one selector event if it is ours; False otherwise."""

@@ -234,6 +234,8 @@ def supervise(
                 drain_until = time.monotonic() + DRAIN_AFTER_EXIT_S
                 continue
             wait = deadline - now
+            if relay is not None:  # PTC: wake up in time to end a wait at the cap
+                wait = min(wait, relay.wake_in(now))
         else:
             if now >= drain_until:
                 break
