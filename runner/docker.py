@@ -24,6 +24,7 @@ After creation every call addresses the container by its ``rce-sbx-…`` name (t
 socket proxy in front of the engine only lets those through), and only these
 endpoints are used: ``/_ping``, ``/version``, ``/images/{name}/json``,
 ``/containers/create``, ``/containers/{name}/{attach,start,wait,json,kill}``,
+``/containers/{name}/rename`` (programmatic runs, ``runner.docker_ptc``),
 ``DELETE /containers/{name}`` and ``GET /containers/json``.
 """
 
