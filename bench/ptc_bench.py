@@ -5,8 +5,8 @@ times each, measures one program that makes one tool call:
 
 * ``exec``: ``POST /exec`` of the same program with the call replaced by a
   constant (a pooled sandbox, the baseline);
-* ``ptc_start``: ``POST /exec/programmatic`` until ``tool_call_required`` (a fresh
-  cold sandbox, started with re-attachable stdin);
+* ``ptc_start``: ``POST /exec/programmatic`` until ``tool_call_required`` (a sandbox
+  from the same warm pool, renamed for the run);
 * ``ptc_continue_to_next_call``: a continuation answered by the next
   ``tool_call_required`` (attach, deliver, read the next calls): the cost of
   each round trip;
@@ -80,7 +80,7 @@ def main() -> int:
         workdir,
         settings={
             "RCE_IMAGE_NAME": args.image,
-            "RCE_POOL_SIZE": "1",
+            "RCE_POOL_SIZE": "2",
             "RCE_POOL_DATA_SIZE": "0",
             "RCE_PTC_TOKEN_SECRET": secrets.token_urlsafe(32),
         },

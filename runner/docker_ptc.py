@@ -271,7 +271,8 @@ class DockerProgramSandbox:
                 calls = _calls(event)
                 paused = cfg.ptc_name(key, time.time() + wait_cap_s + cfg.run_budget_s(request))
                 try:
-                    self._rename(name, paused)
+                    if paused != name:  # two pauses within one second: same expiry
+                        self._rename(name, paused)
                 except SandboxError as exc:
                     raise ProtocolError(f"could not extend the paused run: {exc.message}") from None
                 return paused, calls
