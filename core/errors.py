@@ -14,6 +14,8 @@ table. A failure *inside the user's program* is never an error: it is a result.
     ├── AuthenticationFailed           401  missing, wrong or expired credentials
     ├── AccessDenied                   403  the caller does not own that session or file
     │   └── ReadOnlyFile               403  the file is read-only: it cannot be changed or deleted
+    ├── Conflict                       409  replayed continuation or duplicate request id
+    ├── ContinuationExpired            410  the paused program is gone (expired or over)
     ├── NotFound                       404
     │   ├── SessionNotFound            404  no such session
     │   └── FileNotFound               404  no such file in the session
@@ -172,3 +174,15 @@ class SandboxStartFailed(SandboxError):
     """The engine refused to create, start or talk to the sandbox container."""
 
     code = "sandbox_start_failed"
+
+
+class Conflict(CodeInterpreterError):
+    """A continuation token already used (replayed), or a request id already seen."""
+
+    code = "conflict"
+
+
+class ContinuationExpired(CodeInterpreterError):
+    """A continuation token past its expiry, or whose paused program is no longer there."""
+
+    code = "continuation_expired"

@@ -19,11 +19,13 @@ from handler.logs import configure_logging
 from handler.maintenance import Maintenance
 from handler.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from handler.poolfill import PoolFillReporter
+from handler.ptc_routes import build_ptc_router
 from handler.routes import build_router
 from handler.services import Services, build_services
 from handler.settings import Settings, get_settings
 from handler.status import build_status_router
 from runner.base import Sandbox
+from runner.ptc import ProgramSandbox
 from storage.base import SessionStore
 
 log = logging.getLogger(__name__)
@@ -70,12 +72,15 @@ def create_app(
     *,
     store: SessionStore | None = None,
     sandbox: Sandbox | None = None,
+    program_sandbox: ProgramSandbox | None = None,
     maintenance: bool = True,
 ) -> FastAPI:
     """Build the API. Adapters that are not given are built from ``settings``."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    services = build_services(settings, store=store, sandbox=sandbox)
+    services = build_services(
+        settings, store=store, sandbox=sandbox, program_sandbox=program_sandbox
+    )
     for warning in services.startup_warnings():
         log.warning(warning)
 
@@ -112,6 +117,9 @@ def create_app(
     status = build_status_router(VERSION)
     app.include_router(status)
     app.include_router(status, prefix="/v1")
+    programs = build_ptc_router()
+    app.include_router(programs)
+    app.include_router(programs, prefix="/v1", include_in_schema=False)
     # Outermost last: request id, then authentication (headers only), then body limits.
     app.add_middleware(BodyLimitMiddleware, limit_for=_body_limit(settings))
     app.add_middleware(AuthGate, auth=services.auth, policy=GatePolicy.from_settings(settings))

@@ -26,6 +26,8 @@ STATUS_BY_ERROR: tuple[tuple[type[e.CodeInterpreterError], int], ...] = (
     (e.AuthenticationFailed, 401),
     (e.AccessDenied, 403),
     (e.NotFound, 404),
+    (e.Conflict, 409),
+    (e.ContinuationExpired, 410),
     (e.PayloadTooLarge, 413),
     (e.ExecQueueFull, 429),
     (e.ExecQueueTimeout, 503),

@@ -13,6 +13,7 @@ from handler.metrics import Metrics
 from handler.recent import RecentExecs
 from handler.settings import Settings
 from runner.base import Sandbox
+from runner.ptc import ProgramPolicy, ProgramPorts, ProgramSandbox
 from runner.service import ExecPolicy
 from storage.base import SessionStore
 
@@ -67,10 +68,17 @@ class Services:
     probe_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="rce-ready")
     )
+    #: Programmatic tool calling; None when the sandbox cannot pause programs.
+    programs: ProgramPorts | None = None
 
     def startup_warnings(self) -> list[str]:
         """Things an operator must hear about at start-up."""
         warnings = list(self.auth.warnings)
+        if self.settings.ptc_secret() is None:
+            warnings.append(
+                "RCE_PTC_TOKEN_SECRET is not set: continuation tokens use a per-process key, "
+                "so a continuation must reach the replica that started the program"
+            )
         if self.settings.network_enabled:
             warnings.append("RCE_NETWORK_ENABLED=true: sandboxes can reach the network")
         return warnings
@@ -87,8 +95,44 @@ def _sandbox_stats(sandbox: Sandbox) -> Any:
     return stats if callable(stats) else None
 
 
+def _program_sandbox(sandbox: Sandbox) -> ProgramSandbox | None:
+    from runner.docker import DockerSandbox
+    from runner.docker_ptc import DockerProgramSandbox
+
+    return DockerProgramSandbox(sandbox) if isinstance(sandbox, DockerSandbox) else None
+
+
+def build_programs(
+    settings: Settings, store: SessionStore, sandbox: ProgramSandbox | None, policy: ExecPolicy
+) -> ProgramPorts | None:
+    """The ports of programmatic tool calling (None without a ``ProgramSandbox``)."""
+    import secrets
+
+    from core.continuation import TokenSigner
+
+    if sandbox is None:
+        return None
+    return ProgramPorts(
+        store=store,
+        sandbox=sandbox,
+        signer=TokenSigner(settings.ptc_secret() or secrets.token_bytes(32)),
+        policy=ProgramPolicy(
+            exec_policy=policy,
+            max_tools=settings.ptc_max_tools,
+            max_wait_s=settings.ptc_max_wait_s,
+            max_round_trips=settings.ptc_max_round_trips,
+            max_result_bytes=settings.ptc_max_result_bytes,
+            max_results_bytes=settings.ptc_max_results_bytes,
+        ),
+    )
+
+
 def build_services(
-    settings: Settings, *, store: SessionStore | None = None, sandbox: Sandbox | None = None
+    settings: Settings,
+    *,
+    store: SessionStore | None = None,
+    sandbox: Sandbox | None = None,
+    program_sandbox: ProgramSandbox | None = None,
 ) -> Services:
     """Build real adapters for whatever is not given."""
     store = store if store is not None else build_store(settings)
@@ -96,6 +140,12 @@ def build_services(
     gate = ExecGate(
         settings.max_concurrent_execs, settings.exec_queue_size, settings.exec_queue_timeout_s
     )
+    policy = ExecPolicy(
+        limits=settings.limits(),
+        max_run_timeout_s=settings.max_run_timeout_s,
+        max_code_bytes=settings.max_code_bytes,
+    )
+    programs = build_programs(settings, store, program_sandbox or _program_sandbox(sandbox), policy)
     return Services(
         settings=settings,
         store=store,
@@ -103,9 +153,6 @@ def build_services(
         auth=Authenticator(settings),
         metrics=Metrics(_sandbox_stats(sandbox), gate),
         exec_gate=gate,
-        policy=ExecPolicy(
-            limits=settings.limits(),
-            max_run_timeout_s=settings.max_run_timeout_s,
-            max_code_bytes=settings.max_code_bytes,
-        ),
+        policy=policy,
+        programs=programs,
     )

@@ -162,6 +162,15 @@ class Settings(BaseSettings):
         "for code importing data libraries; 0 disables them.",
     )
     reaper_interval_s: float = 60.0
+    # --- programmatic tool calling (POST /exec/programmatic) ---------------------
+    ptc_token_secret: SecretStr | None = Field(
+        None, description="HMAC secret of continuation tokens, shared by every replica."
+    )
+    ptc_max_wait_s: float = Field(300.0, gt=0, description="Longest wait for tool results.")
+    ptc_max_round_trips: int = Field(50, ge=20, description="Round trips per program (>= 20).")
+    ptc_max_tools: int = Field(100, ge=1, le=1000)
+    ptc_max_result_bytes: int = Field(1024 * 1024, ge=1024)
+    ptc_max_results_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     container_labels: str = Field(
         "", description="Extra labels on every sandbox container: k=v,k2=v2."
     )
@@ -268,6 +277,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"RCE_CONTAINER_LABELS: {item!r} is not k=v (org.rce.* reserved)")
             labels[key.strip()] = value.strip()
         return labels
+
+    def ptc_secret(self) -> bytes | None:
+        """The continuation token secret: RCE_PTC_TOKEN_SECRET, else derived from the
+        API keys (shared by replicas that share them); None when neither is set."""
+        if self.ptc_token_secret is not None:
+            return self.ptc_token_secret.get_secret_value().encode()
+        keys = [k for k in self.api_key_list() if k != DEFAULT_API_KEY]
+        if keys and self.auth_mode in ("api_key", "both"):
+            return ("rce-ptc-from-api-keys\0" + ",".join(sorted(keys))).encode()
+        return None
 
     def api_key_list(self) -> list[str]:
         """The configured API keys (comma-separated in the variable)."""

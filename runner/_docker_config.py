@@ -100,6 +100,33 @@ def new_name() -> str:
     return NAME_PREFIX + secrets.token_hex(8)
 
 
+#: A programmatic run's container, renamed so: ``rce-sbx-ptc-<key>-<expiry>``. The key
+#: is a digest of the client's request id (a cancel or a duplicate finds the run with
+#: one list call); the expiry (Unix seconds) is when the reaper removes it, pushed
+#: forward at each pause by a rename (a label cannot change, a name can).
+PTC_PREFIX = NAME_PREFIX + "ptc-"
+_PTC_NAME = re.compile(r"^rce-sbx-ptc-([0-9a-f]{24})-([0-9]{10,12})$")
+
+
+def ptc_key(request_id: str) -> str:
+    """The run key of ``request_id`` (a random one without a request id)."""
+    import hashlib
+
+    seed = request_id.encode() if request_id else secrets.token_bytes(16)
+    return hashlib.sha256(b"rce-ptc\0" + seed).hexdigest()[:24]
+
+
+def ptc_name(key: str, expiry: float) -> str:
+    """The name of a programmatic run's container that expires at ``expiry``."""
+    return f"{PTC_PREFIX}{key}-{int(expiry) + 1}"
+
+
+def ptc_expiry(name: str) -> float | None:
+    """The expiry a programmatic run's container name carries, else None."""
+    match = _PTC_NAME.match(name)
+    return float(match.group(2)) if match else None
+
+
 def upload_budget_s(request: RunRequest) -> float:
     """Time allowed to stream the input files into the container."""
     return UPLOAD_BASE_S + sum(f.size for f in request.files) / MIN_UPLOAD_RATE
@@ -229,7 +256,10 @@ def create_body(
         "AttachStdout": True,
         "AttachStderr": True,
         "OpenStdin": True,
-        "StdinOnce": True,
+        # stdin stays open when an attach ends: the job's end is framed, so no EOF is
+        # needed, and a programmatic run (runner.docker_ptc) takes any pooled
+        # container and is attached to again for each round of tool results.
+        "StdinOnce": False,
         "Tty": False,
         "NetworkDisabled": not key.network_enabled,
         "HostConfig": host_config(key),

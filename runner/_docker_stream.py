@@ -64,10 +64,6 @@ class AttachedStream:
         self.sock.sendall(data)
         return len(data)
 
-    def close_stdin(self) -> None:
-        """Half-close: the agent sees EOF on stdin."""
-        self.sock.shutdown(socket.SHUT_WR)
-
     # ------------------------------------------------------------------- read
 
     def read(self, size: int) -> bytes:

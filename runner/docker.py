@@ -5,8 +5,8 @@ With its private ``runner._docker_*`` modules, this is the only code importing `
 Every run gets a brand-new container that no other run touched: created from the
 sandbox image with the hardening of ``runner._docker_config``, attached (stdin,
 stdout, stderr) and started, or taken pre-started from a warm pool. The host sends
-the agent inside one job (header + tar of the inputs), half-closes stdin and reads
-one reply (``runner.protocol``), trusting nothing in it. The container is then
+the agent inside one job (header + framed tar of the inputs; stdin stays open) and
+reads one reply (``runner.protocol``), trusting nothing in it. The container is then
 removed by a background thread, whatever happened; ``reap()`` removes the ones a
 crashed process left behind once their ``org.rce.deadline`` has passed (or, never
 started, soon after their creation).
@@ -24,6 +24,7 @@ After creation every call addresses the container by its ``rce-sbx-…`` name (t
 socket proxy in front of the engine only lets those through), and only these
 endpoints are used: ``/_ping``, ``/version``, ``/images/{name}/json``,
 ``/containers/create``, ``/containers/{name}/{attach,start,wait,json,kill}``,
+``/containers/{name}/rename`` (programmatic runs, ``runner.docker_ptc``),
 ``DELETE /containers/{name}`` and ``GET /containers/json``.
 """
 
@@ -62,7 +63,7 @@ from runner.protocol import (
     build_result,
     encode_job_header,
     read_exact,
-    write_input_tar,
+    write_job_files,
 )
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ class DockerSandbox:
                 continue
             names = [n.lstrip("/") for n in item.get("Names") or []]
             name = next((n for n in names if n.startswith(cfg.NAME_PREFIX)), None)
-            if name is None or not _expired(item, labels, now):
+            if name is None or not _expired(name, item, labels, now):
                 continue
             try:
                 with engine_errors("remove an expired sandbox", self.image):
@@ -304,11 +305,16 @@ class DockerSandbox:
     # ------------------------------------------------------------ containers
 
     def _create(
-        self, key: cfg.ContainerKey, labels: dict[str, str], *, warm: cfg.Flavour | None
+        self,
+        key: cfg.ContainerKey,
+        labels: dict[str, str],
+        *,
+        warm: cfg.Flavour | None,
+        name: str | None = None,
     ) -> str:
-        """Create (not start) a container; return its name."""
+        """Create (not start) a container (named ``name`` or a fresh name); return its name."""
         api = self._api()
-        name = cfg.new_name()
+        name = name or cfg.new_name()
         body = cfg.create_body(key, container_labels=labels, warm=warm)
         try:
             with engine_errors("create the sandbox container", self.image):
@@ -339,12 +345,12 @@ class DockerSandbox:
             raise
         return container
 
-    def _start_cold(self, request: RunRequest) -> _Container:
+    def _start_cold(self, request: RunRequest, *, name: str | None = None) -> _Container:
         budget = cfg.run_budget_s(request)
         labels = cfg.labels(
             exec_id=request.exec_id, deadline_s=budget, pooled=False, extra=self._labels
         )
-        name = self._create(self._key(request.limits), labels, warm=self._cold_flavour)
+        name = self._create(self._key(request.limits), labels, warm=self._cold_flavour, name=name)
         container = self._attach_and_start(name, float(labels[cfg.LABEL_DEADLINE]), pooled=False)
         container.ready_unread = self._cold_flavour is not None
         return container
@@ -507,13 +513,14 @@ class DockerSandbox:
         return build_result(reply, request, duration_s=time.monotonic() - started)
 
     def _send_job(self, stream: AttachedStream, request: RunRequest, header: bytes) -> bool:
-        """Send the job and half-close stdin; False if the container hung up meanwhile."""
+        """Send the job; False if the container hung up meanwhile."""
         stream.write_deadline = time.monotonic() + cfg.upload_budget_s(request)
         try:
             stream.write(header)
             if request.files:
-                write_input_tar(request.files, stream)
-            stream.close_stdin()
+                write_job_files(request.files, stream)
+            # No half-close: with StdinOnce=false the engine would end the whole attach
+            # (stdout too). The job's end is framed; the agent needs no EOF.
         except (OSError, StreamTimeout) as exc:
             log.info("sending the job failed: %s", exc)
             return False
@@ -585,8 +592,15 @@ def _read_ready(stream: AttachedStream) -> None:
     stream.got_reply = False
 
 
-def _expired(item: Mapping[str, Any], labels: Mapping[str, str], now: float) -> bool:
-    """Whether the reaper may remove this listed container."""
+def _expired(name: str, item: Mapping[str, Any], labels: Mapping[str, str], now: float) -> bool:
+    """Whether the reaper may remove this listed container.
+
+    A programmatic run's container (``cfg.ptc_expiry`` of its name) expires when its
+    name says, whatever its labels (a pooled one keeps the pool's), or once exited.
+    """
+    expiry = cfg.ptc_expiry(name)
+    if expiry is not None:
+        return expiry <= now or item.get("State") == "exited"
     try:
         if float(labels.get(cfg.LABEL_DEADLINE, "0")) <= now:
             return True

@@ -1,7 +1,8 @@
 """Host side of the sandbox agent's wire protocol (``runner/agent/rce_agent/wire.py``).
 
 The job goes to the agent as a JSON header followed by a tar stream of the input
-files; the reply comes back as typed frames (1-byte kind, u32 length, payload).
+files in length-prefixed chunks ended by an empty one; the reply comes back as typed
+frames (1-byte kind, u32 length, payload).
 Nothing in a reply is trusted: every frame length, name, size and count is checked
 here against the request's ``Limits``, outputs are spooled to temporary files with
 their sha256 recomputed, and memory stays bounded whatever the container sends.
@@ -193,6 +194,25 @@ def write_input_tar(files: Iterable[InputFile], sink: ByteSink) -> None:
                 reader.check_exhausted()
             finally:
                 reader.close()
+
+
+class ChunkedSink:
+    """Frames what is written to it as u32-length chunks (the job's input tar)."""
+
+    def __init__(self, sink: ByteSink) -> None:
+        self._sink = sink
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self._sink.write(struct.pack(">I", len(data)) + bytes(data))
+        return len(data)
+
+
+def write_job_files(files: Iterable[InputFile], sink: ByteSink) -> None:
+    """The job's input files as the agent reads them: a tar in u32-length chunks, ended
+    by a zero length (the agent needs no EOF: stdin stays open, see ``StdinOnce``)."""
+    write_input_tar(files, ChunkedSink(sink))
+    sink.write(struct.pack(">I", 0))
 
 
 # --------------------------------------------------------------------- reply

@@ -208,7 +208,7 @@ def _limits_for(request: ExecRequest, policy: ExecPolicy) -> Limits:
 
 
 @dataclass(frozen=True, slots=True)
-class _SyncContext:
+class SyncContext:
     """What ``_sync`` needs besides the run: who, where, and what was there before."""
 
     store: SessionStore
@@ -219,7 +219,7 @@ class _SyncContext:
     max_file_bytes: int
 
 
-def _plan(ctx: _SyncContext, run: RunResult) -> SyncPlan:
+def _plan(ctx: SyncContext, run: RunResult) -> SyncPlan:
     owner = ctx.caller.as_owner()
     return plan_sync(
         restored=ctx.restored,
@@ -231,7 +231,7 @@ def _plan(ctx: _SyncContext, run: RunResult) -> SyncPlan:
     )
 
 
-def _store_output(ctx: _SyncContext, upload: Upload, out: OutputFile) -> str | None:
+def _store_output(ctx: SyncContext, upload: Upload, out: OutputFile) -> str | None:
     """Put one output; the reason it was not stored when the store refused it."""
     new = NewFile(
         session_id=ctx.session_id,
@@ -250,13 +250,11 @@ def _store_output(ctx: _SyncContext, upload: Upload, out: OutputFile) -> str | N
     return None
 
 
-def _sync(
-    ctx: _SyncContext, run: RunResult, inputs: dict[str, FileMeta]
-) -> tuple[list[ExecFile], int]:
+def _sync(ctx: SyncContext, run: RunResult) -> tuple[list[ExecFile], int]:
     plan = _plan(ctx, run)
     outputs = {o.name: o for o in run.outputs}
     files = [
-        ExecFile(inputs[name].file_id, name, inputs[name].session_id, inherited=True)
+        ExecFile(ctx.restored[name].file_id, name, ctx.restored[name].session_id, inherited=True)
         for name in plan.kept_read_only
     ]
     skipped = list(plan.skipped)
@@ -323,21 +321,33 @@ def _check_inputs_fit(inputs: dict[str, FileMeta], limits: Limits) -> None:
         )
 
 
-def execute(
-    request: ExecRequest,
-    caller: Caller,
-    *,
-    store: SessionStore,
-    sandbox: Sandbox,
-    policy: ExecPolicy,
-) -> ExecOutcome:
-    """Run ``request`` for ``caller`` in a fresh sandbox and persist what it made.
+@dataclass(slots=True)
+class PreparedExec:
+    """An exec checked and planned, before its sandbox starts (``prepare``)."""
 
-    With ``session_id`` the whole session is restored and outputs are written back
-    into it; without, the exec gets a new session. Files named in ``files`` are
-    restored at ``/mnt/data/<name>`` after an ownership check. New or changed files
-    are uploaded (unchanged ones are not); deleted inputs are reported.
-    """
+    session_id: str
+    limits: Limits
+    inputs: dict[str, FileMeta]
+    writable: dict[str, StoredRef]
+    restore: _Restore
+    run_request: RunRequest
+
+    def sync_context(self, store: SessionStore, caller: Caller) -> SyncContext:
+        """What ``sync_outputs`` needs once the sandbox read the inputs."""
+        return SyncContext(
+            store=store,
+            caller=caller,
+            session_id=self.session_id,
+            restored=self.restore.restored(self.inputs),
+            writable=self.writable,
+            max_file_bytes=self.limits.max_file_bytes,
+        )
+
+
+def prepare(
+    request: ExecRequest, caller: Caller, *, store: SessionStore, policy: ExecPolicy
+) -> PreparedExec:
+    """Check ``request`` and plan its workspace (see ``execute``); no sandbox yet."""
     if len(request.code.encode()) > policy.max_code_bytes:
         raise PayloadTooLarge(
             f"code is larger than {policy.max_code_bytes} bytes (RCE_MAX_CODE_BYTES)"
@@ -357,37 +367,61 @@ def execute(
         limits=replace(limits, max_file_bytes=collect_limit(limits.max_file_bytes, planned)),
         exec_id=request.exec_id,
     )
-    started = time.monotonic()
-    run = sandbox.run(run_request)
+    return PreparedExec(
+        session_id=session_id,
+        limits=limits,
+        inputs=inputs,
+        writable=_writable(caller, session_id, by_name),
+        restore=restore,
+        run_request=run_request,
+    )
+
+
+def sync_outputs(ctx: SyncContext, run: RunResult) -> ExecOutcome:
+    """Persist what ``run`` left in its workspace and close it: the exec's outcome."""
     try:
-        ctx = _SyncContext(
-            store=store,
-            caller=caller,
-            session_id=session_id,
-            restored=restore.restored(inputs),
-            writable=_writable(caller, session_id, by_name),
-            max_file_bytes=limits.max_file_bytes,
-        )
-        files, synced = _sync(ctx, run, inputs)
+        files, synced = _sync(ctx, run)
         _note_skipped(run)
     finally:
         run.close()
-    log.info(
-        "exec finished",
-        extra={
-            "exec_id": request.exec_id,
-            "session_id": session_id,
-            "exit_code": run.exit_code,
-            "timed_out": run.timed_out,
-            "duration_ms": round((time.monotonic() - started) * 1000),
-            "files": len(files),
-        },
-    )
     return ExecOutcome(
-        session_id=session_id,
+        session_id=ctx.session_id,
         run=run,
         files=files,
         deleted_files=list(run.deleted),
         bytes_restored=sum(ref.size for ref in ctx.restored.values()),
         bytes_synced=synced,
     )
+
+
+def execute(
+    request: ExecRequest,
+    caller: Caller,
+    *,
+    store: SessionStore,
+    sandbox: Sandbox,
+    policy: ExecPolicy,
+) -> ExecOutcome:
+    """Run ``request`` for ``caller`` in a fresh sandbox and persist what it made.
+
+    With ``session_id`` the whole session is restored and outputs are written back
+    into it; without, the exec gets a new session. Files named in ``files`` are
+    restored at ``/mnt/data/<name>`` after an ownership check. New or changed files
+    are uploaded (unchanged ones are not); deleted inputs are reported.
+    """
+    prepared = prepare(request, caller, store=store, policy=policy)
+    started = time.monotonic()
+    run = sandbox.run(prepared.run_request)
+    outcome = sync_outputs(prepared.sync_context(store, caller), run)
+    log.info(
+        "exec finished",
+        extra={
+            "exec_id": request.exec_id,
+            "session_id": prepared.session_id,
+            "exit_code": run.exit_code,
+            "timed_out": run.timed_out,
+            "duration_ms": round((time.monotonic() - started) * 1000),
+            "files": len(outcome.files),
+        },
+    )
+    return outcome

@@ -586,6 +586,13 @@ local function check_create_query(query)
   if not name or #name > 128 then refuse("containers must be created with name=rce-sbx-<id>") end
 end
 
+-- A rename keeps a sandbox a sandbox: only rce-sbx-<id> to rce-sbx-<id> (a
+-- programmatic run's container carries its request-id digest and expiry in its name).
+local function check_rename_query(query)
+  local name = string.match(query, "^name=(" .. NAME .. ")$")
+  if not name or #name > 128 then refuse("containers may only be renamed to name=rce-sbx-<id>") end
+end
+
 -- Each route: method set, path pattern (version prefix removed), handler.
 local ROUTES = {
   { { GET = true, HEAD = true }, "^/_ping$" },
@@ -600,6 +607,9 @@ local ROUTES = {
   { { POST = true }, "^/containers/" .. NAME .. "/start$" },
   { { POST = true }, "^/containers/" .. NAME .. "/wait$" },
   { { POST = true }, "^/containers/" .. NAME .. "/kill$" },
+  { { POST = true }, "^/containers/" .. NAME .. "/rename$", function(_, query)
+      check_rename_query(query)
+    end },
   { { GET = true }, "^/containers/" .. NAME .. "/json$" },
   { { DELETE = true }, "^/containers/" .. NAME .. "$" },
   { { GET = true, HEAD = true }, "^/containers/" .. NAME .. "/archive$" },

@@ -148,8 +148,15 @@ def server(
 # --- the scripts ----------------------------------------------------------------------
 
 
-def _run_script(node: str, script: str, server: LiveServer, creds: Credentials) -> dict[str, Any]:
+def _run_script(
+    node: str,
+    script: str,
+    server: LiveServer,
+    creds: Credentials,
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
     env = {
+        **(extra or {}),
         "PATH": str(Path(node).parent),
         "HOME": str(CONFORMANCE_DIR),
         "RCE_BASE_URL": server.base_url,

@@ -391,6 +391,9 @@ REFUSED_ENDPOINTS = [
     ("GET", "/containers/rce-sbx-abc/export"),
     ("GET", "/containers/rce-sbx-abc/logs"),
     ("POST", "/containers/rce-sbx-abc/rename?name=x"),
+    ("POST", "/containers/rce-sbx-abc/rename?name=rce-sbx-1&name=x"),
+    ("POST", "/containers/rce-sbx-abc/rename"),
+    ("POST", "/containers/other/rename?name=rce-sbx-1"),
     ("DELETE", "/images/custom-rce-kernel:latest"),
     ("POST", "/containers/prune"),
     ("GET", "/containers/rce-sbx-abc%2F..%2Fother/json"),
@@ -715,6 +718,64 @@ class TestRunnerPath:
             api.close()
         assert status in (204, 404)
         assert engine.containers.list(all=True, filters={"name": name}) == []
+
+    def test_runs_a_programmatic_run_sequence(
+        self, proxy: Proxy, engine: docker.DockerClient
+    ) -> None:
+        """What a programmatic run needs passes: a create with ``StdinOnce=false``, an
+        attach that writes and detaches, a second attach that writes again to the same
+        stdin, a rename to ``rce-sbx-ptc-<key>-<expiry>`` and a list filtered by name."""
+        api = docker.APIClient(base_url=proxy.base_url, timeout=60)
+        name = sandbox_name()
+        ptc_name = f"rce-sbx-ptc-{'0' * 24}-{int(time.time()) + 600}"
+        config = hardened_config()
+        config.update(
+            Cmd=["sh", "-c", "head -c 4 >/dev/null; echo first; head -c 4 >/dev/null; echo second"],
+            OpenStdin=True,
+            StdinOnce=False,
+            AttachStdin=True,
+        )
+        params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        try:
+            status, body = proxy.request("POST", f"/v1.41/containers/create?name={name}", config)
+            assert status == 201, body
+            first = api.attach_socket(name, params=params)._sock
+            api.start(name)
+            first.sendall(b"abcd")
+            assert _read_until(first, b"first") == b"first\n"
+            first.close()  # the container's stdin stays open (StdinOnce=false)
+            status, body = proxy.request("POST", f"/containers/{name}/rename?name={ptc_name}")
+            assert status == 204, body
+            listed = api.containers(filters={"name": f"^/rce-sbx-ptc-{'0' * 24}-"})
+            assert [c["Names"][0] for c in listed] == [f"/{ptc_name}"]
+            second = api.attach_socket(ptc_name, params=params)._sock
+            second.sendall(b"efgh")
+            assert _read_until(second, b"second") == b"second\n"
+            second.close()
+            assert api.wait(ptc_name, timeout=60)["StatusCode"] == 0
+        finally:
+            for each in (name, ptc_name):
+                proxy.request("DELETE", f"/containers/{each}?force=1")
+            api.close()
+        assert engine.containers.list(all=True, filters={"name": name}) == []
+
+
+def _read_until(sock: socket.socket, marker: bytes, timeout_s: float = 30) -> bytes:
+    """The stdout of a multiplexed attach stream up to a line holding ``marker``."""
+    sock.settimeout(timeout_s)
+    data, out = b"", b""
+    while marker not in out:
+        chunk = sock.recv(65536)
+        assert chunk, out
+        data += chunk
+        while len(data) >= 8:
+            kind, size = struct.unpack(">BxxxL", data[:8])
+            if len(data) < 8 + size:
+                break
+            if kind == 1:
+                out += data[8 : 8 + size]
+            data = data[8 + size :]
+    return out
 
 
 # --- hostile bodies and forced Lua failures: the proxy fails closed ---------------

@@ -56,7 +56,8 @@ class TestCreateBody:
         assert created["Image"] == "img:tag"
         assert created["User"] == "1000:1000"
         assert created["Cmd"] == ["python3", "/opt/rce/rce_agent/__main__.py"]
-        assert created["OpenStdin"] is True and created["StdinOnce"] is True
+        # stdin stays open across attaches: the job is framed (no EOF), PTC re-attaches.
+        assert created["OpenStdin"] is True and created["StdinOnce"] is False
         assert created["Tty"] is False and created["NetworkDisabled"] is True
         assert host["NetworkMode"] == "none"
         assert host["CapDrop"] == ["ALL"] and "CapAdd" not in host
@@ -453,3 +454,38 @@ class TestJob:
 )
 def test_is_safe_name(name: object, safe: bool) -> None:
     assert is_safe_name(name) is safe
+
+
+class TestProgrammaticRunNames:
+    """A programmatic run's container name carries its request-id key and expiry."""
+
+    def test_the_name_round_trips_and_passes_the_proxy_pattern(self) -> None:
+        key = cfg.ptc_key("req-1")
+        name = cfg.ptc_name(key, 1_900_000_000.5)
+        assert key == cfg.ptc_key("req-1") and key != cfg.ptc_key("req-2")
+        assert name.startswith(cfg.NAME_PREFIX) and len(name) <= 128
+        assert cfg.ptc_expiry(name) == 1_900_000_001.0
+        assert cfg.ptc_key("") != cfg.ptc_key("")  # no request id: a random key
+
+    @pytest.mark.parametrize(
+        "name", ["rce-sbx-0123", "rce-sbx-ptc-xyz-1900000000", "rce-sbx-ptc-" + "0" * 24 + "-1"]
+    )
+    def test_other_names_carry_no_expiry(self, name: str) -> None:
+        assert cfg.ptc_expiry(name) is None
+
+    def test_the_reaper_goes_by_the_name_not_the_labels(self) -> None:
+        from runner.docker import _expired
+
+        now = time.time()
+        key = cfg.ptc_key("r")
+        # A pooled container's labels say "fine for hours": the run's expiry decides.
+        labels = {cfg.LABEL_DEADLINE: str(int(now) + 36_000), cfg.LABEL_CREATED: str(int(now))}
+        running = {"State": "running"}
+        assert _expired(cfg.ptc_name(key, now - 1), running, labels, now)
+        assert not _expired(cfg.ptc_name(key, now + 60), running, labels, now)
+        # An extended run outlives its pool deadline label.
+        stale = {cfg.LABEL_DEADLINE: str(int(now) - 5), cfg.LABEL_CREATED: str(int(now) - 99)}
+        assert not _expired(cfg.ptc_name(key, now + 60), running, stale, now)
+        # Its agent ended it (wait cap, cancel): removed at once.
+        assert _expired(cfg.ptc_name(key, now + 60), {"State": "exited"}, labels, now)
+        assert not _expired("rce-sbx-0123", running, labels, now)

@@ -18,7 +18,7 @@ from rce_agent.supervise import (
     spawn,
     supervise,
 )
-from rce_agent.wire import CHUNK, drain, read_job, send_frame, send_json
+from rce_agent.wire import CHUNK, read_job, send_frame, send_json
 
 WORKDIR = "/mnt/data"
 #: The private, exec-able tmpfs where sources and build products live: outside the
@@ -53,13 +53,21 @@ def run_job(job: dict[str, Any], preloaded: bool) -> None:
         from rce_agent.restore import restore
 
         before = restore(WORKDIR, notices)
-    drain(0)
     args = [str(a) for a in job.get("args", [])]
-    plan = plan_for(str(job.get("lang", "py")), str(job.get("code", "")), build_dir())
+    lang = str(job.get("lang", "py"))
+    plan = plan_for(lang, str(job.get("code", "")), build_dir())
     env = child_env(plan.env)
     argv = [*plan.argv, *args]
     in_process = None
-    if plan.python is not None:
+    relay = None
+    if job.get("ptc"):  # programmatic tool calling: the program runs with the tools
+        from rce_agent.ptc import Relay
+
+        relay = Relay(job, os.path.join(build_dir(), "ptc"))
+        python = plan.python and pychild.BASE_ORIG_ARGV0
+        argv = relay.program(lang, plan.python, [python] if python else plan.argv, args, env)
+        relay.listen()
+    elif plan.python is not None:
         argv = [pychild.BASE_ORIG_ARGV0, plan.python, *args]
         if preloaded:
             path = plan.python
@@ -71,9 +79,12 @@ def run_job(job: dict[str, Any], preloaded: bool) -> None:
     oom_before = oom_kills()
     started = time.monotonic()
     pid, out_r, err_r = spawn(argv, env, WORKDIR, in_process)
-    outcome = supervise(pid, out_r, err_r, timeout_s, cap, reaper)
+    outcome = supervise(pid, out_r, err_r, timeout_s, cap, reaper, relay)
     duration = time.monotonic() - started
     reaper.close()
+    if relay is not None:  # tell the host the reply follows
+        relay.finish()
+        notices.extend(relay.notices())
     exit_code = exit_code_of(outcome.status)
     oom_after = oom_kills()
     oom_killed = (

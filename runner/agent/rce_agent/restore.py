@@ -8,7 +8,7 @@ import os
 import tarfile
 from typing import IO, Any, cast
 
-from rce_agent.wire import CHUNK, FdReader, write_all
+from rce_agent.wire import CHUNK, ChunkedReader, write_all
 
 MAX_NOTICES = 20
 
@@ -64,11 +64,13 @@ def write_member(root_fd: int, name: str, source: Any) -> str:
 
 
 def restore(workdir: str, notices: list[str], fd: int = 0) -> dict[str, str]:
-    """Unpack the tar stream on ``fd`` into ``workdir``; return {name: sha256}."""
+    """Unpack the chunked tar stream on ``fd`` into ``workdir`` and read it to its
+    zero-length end; return {name: sha256}."""
     manifest: dict[str, str] = {}
+    source = ChunkedReader(fd)
     root_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        with tarfile.open(fileobj=cast("IO[bytes]", FdReader(fd)), mode="r|") as tar:
+        with tarfile.open(fileobj=cast("IO[bytes]", source), mode="r|") as tar:
             for member in tar:
                 name = safe_relative(member.name)
                 if name is None or not member.isreg():
@@ -84,6 +86,7 @@ def restore(workdir: str, notices: list[str], fd: int = 0) -> dict[str, str]:
                         notices.append(
                             f"rce: could not restore input file {name!r}: {exc.strerror}"
                         )
+        source.finish()
     finally:
         os.close(root_fd)
     return manifest

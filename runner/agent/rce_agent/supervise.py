@@ -18,6 +18,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rce_agent.ptc import Relay
 
 CHUNK = 256 * 1024
 DRAIN_AFTER_EXIT_S = 2.0
@@ -184,12 +188,19 @@ class Outcome:
 
 
 def supervise(
-    pid: int, out_r: int, err_r: int, timeout_s: float, cap: int, reaper: Reaper
+    pid: int,
+    out_r: int,
+    err_r: int,
+    timeout_s: float,
+    cap: int,
+    reaper: Reaper,
+    relay: Relay | None = None,
 ) -> Outcome:
     """Drain the pipes until the program exits (or times out); kill what remains.
 
     The pipes are drained for up to ``DRAIN_AFTER_EXIT_S`` after the exit, since
-    background processes may hold them; then everything left is killed.
+    background processes may hold them; then everything left is killed. ``relay``
+    (programmatic tool calling, ``rce_agent.ptc``) joins the loop when given.
     """
     out, err = Capped(cap), Capped(cap)
     sinks = {out_r: out, err_r: err}
@@ -198,12 +209,16 @@ def supervise(
         sel.register(fd, selectors.EVENT_READ)
     sel.register(reaper.wake_r, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout_s
+    if relay is not None:  # PTC hook 1/3: the relay's socket and stdin join the selector
+        relay.register(sel)
     status: int | None = None
     timed_out = False
     drain_until = 0.0
     reaper.reap()
     while sinks or status is None:
         now = time.monotonic()
+        if relay is not None and status is None:  # PTC hook 2/3: no clock while tools run
+            deadline = relay.deadline(deadline, now)
         if status is None:
             status = reaper.statuses.pop(pid, None)
             if status is not None:
@@ -219,11 +234,15 @@ def supervise(
                 drain_until = time.monotonic() + DRAIN_AFTER_EXIT_S
                 continue
             wait = deadline - now
+            if relay is not None:  # PTC: wake up in time to end a wait at the cap
+                wait = min(wait, relay.wake_in(now))
         else:
             if now >= drain_until:
                 break
             wait = drain_until - now
         for key, _ in sel.select(wait):
+            if relay is not None and relay.handle(key):  # PTC hook 3/3: calls and results
+                continue
             fd = key.fd
             if fd == reaper.wake_r:
                 reaper.reap()

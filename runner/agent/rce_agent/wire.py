@@ -1,8 +1,12 @@
 """The agent's side of the wire protocol.
 
-Job (stdin, then EOF):
+Job (stdin):
     b"RCEJ" + u32 big-endian length + JSON header, then, when the header lists
-    files, a tar stream of the input files.
+    files, a tar stream of the input files framed as chunks (u32 big-endian length +
+    bytes) ended by a zero length. The job's end is known without EOF: every
+    sandbox keeps its stdin open after the host detaches (``StdinOnce=false``), so
+    a programmatic run (``rce_agent.ptc``, a ``ptc`` object in the header) reads
+    tool results on it later, in a pooled container like any other.
     header = {"lang": str, "code": str, "args": [str],
               "files": [{"name": str, "sha256": str}],
               "limits": {"run_timeout_s", "max_output_bytes", "max_file_bytes",
@@ -76,10 +80,40 @@ class FdReader:
         return os.read(self.fd, size)
 
 
-def drain(fd: int) -> None:
-    """Read ``fd`` to its end."""
-    while os.read(fd, CHUNK):
-        pass
+class ChunkedReader:
+    """The input tar as the host frames it on stdin (u32-length chunks ended by a
+    zero length): a file object for tarfile's stream mode."""
+
+    def __init__(self, fd: int = JOB_FD) -> None:
+        self.fd = fd
+        self.left = 0
+        self.done = False
+
+    def _exact(self, size: int) -> bytes:
+        data = read_exact(self.fd, size)
+        if len(data) != size:
+            raise EOFError("stdin closed inside the input tar")
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.done:
+            return b""
+        if self.left == 0:
+            (self.left,) = struct.unpack(">I", self._exact(4))
+            if self.left == 0:
+                self.done = True
+                return b""
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = os.read(self.fd, min(size, CHUNK))
+        if not data:
+            raise EOFError("stdin closed inside the input tar")
+        self.left -= len(data)
+        return data
+
+    def finish(self) -> None:
+        """Skip what tarfile left unread (its end padding) up to the zero-length chunk."""
+        while self.read(CHUNK):
+            pass
 
 
 def parse_header(head: bytes, read: Any) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ from rce_agent.restore import restore, safe_relative
 from rce_agent.supervise import Reaper, exit_code_of, spawn, supervise
 
 from runner.base import Language, Limits, RunRequest
-from runner.protocol import ReplyReader
+from runner.protocol import ChunkedSink, ReplyReader
 
 from .conftest import AGENT_ROOT
 
@@ -69,10 +69,17 @@ class TestRestore:
             link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
             tar.addfile(link)
         r, w = os.pipe()
-        os.write(w, buf.getvalue())
-        os.close(w)
+        framed = io.BytesIO()
+        sink = ChunkedSink(framed)
+        data = buf.getvalue()
+        for start in range(0, len(data), 700):  # chunks cut anywhere in the tar
+            sink.write(data[start : start + 700])
+        os.write(w, framed.getvalue() + struct.pack(">I", 0) + b"after")
         notices: list[str] = []
         manifest = restore(str(work), notices, fd=r)
+        os.close(w)
+        # restore reads up to the zero-length chunk and no further (stdin stays open).
+        assert os.read(r, 100) == b"after"
         os.close(r)
         assert list(manifest) == ["a/b.txt"] and (work / "a" / "b.txt").read_bytes() == b"hi"
         assert len(notices) == 2 and not (tmp_path / "evil").exists()
