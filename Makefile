@@ -31,6 +31,7 @@ image:            ## (re)build the sandbox image if its recipe changed
 
 bench: setup      ## the benchmark: rce beside a bare `docker run --rm`
 	uv run python bench/bench.py
+	uv run python bench/lang_bench.py
 
 soak: setup       ## the load soak (bounded)
 	uv run python bench/soak.py
