@@ -93,7 +93,7 @@ def bare_argv(image: str, lang: str, code: str) -> list[str]:
         for i, name in enumerate(sources)
     )
     script = f"mkdir -p {BARE_BUILD_DIR} && cd /mnt/data && {write}exec {shlex.join(inside)}"
-    argv = ["docker", "run", "--rm", "--label", LABEL]
+    argv = ["docker", "run", "--rm", "--network", "none", "--label", LABEL]
     for i, text in enumerate(sources.values()):
         argv += ["-e", f"SRC{i}={text}"]
     for pair in env:
