@@ -34,6 +34,7 @@ doctor:           ## check the engine, image, store and auth settings
 
 bench: setup      ## the benchmark: rce beside a bare `docker run --rm`
 	uv run --frozen rce bench
+	uv run --frozen rce bench --suite lang
 
 soak: setup       ## the load soak (bounded)
 	uv run python bench/soak.py

@@ -4,7 +4,8 @@
     rce image build [--force] the sandbox image, with progress (images/build.sh)
     rce doctor [--jwt T] [--librechat-env FILE]   check the set-up, one line per check
     rce gc                    reap orphan sandbox containers and expired files now
-    rce bench [ARGS...]       the benchmark (bench/bench.py)
+    rce bench [--suite S] [ARGS...]
+                              a benchmark (http: bench/bench.py; lang, ptc, runner)
 
 The Makefile's targets are thin wrappers over these.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from cli.repo import BENCH_SCRIPT, BUILD_SCRIPT, REPO_ROOT
+from cli.repo import BENCH_SUITES, BUILD_SCRIPT, REPO_ROOT
 
 
 def _settings_or_exit() -> object:
@@ -112,11 +113,20 @@ def gc() -> None:
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option(
+    "--suite",
+    type=click.Choice(sorted(BENCH_SUITES)),
+    default="http",
+    show_default=True,
+    help="http: every workload beside a bare docker run; lang: hello per language; "
+    "ptc: programmatic round trips; runner: the runner without HTTP.",
+)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(args: tuple[str, ...]) -> None:
-    """Run the benchmark (bench/bench.py; its options pass through)."""
-    if not BENCH_SCRIPT.is_file():
-        raise click.ClickException(f"{BENCH_SCRIPT} not found: run rce from a checkout")
+def bench(suite: str, args: tuple[str, ...]) -> None:
+    """Run a benchmark (its options pass through)."""
+    script = BENCH_SUITES[suite]
+    if not script.is_file():
+        raise click.ClickException(f"{script} not found: run rce from a checkout")
     env = {**os.environ}
-    command = [sys.executable, str(BENCH_SCRIPT), *args]
+    command = [sys.executable, str(script), *args]
     raise SystemExit(subprocess.run(command, cwd=REPO_ROOT, env=env, check=False).returncode)

@@ -9,6 +9,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO_ROOT / "images" / "build.sh"
 BENCH_SCRIPT = REPO_ROOT / "bench" / "bench.py"
+#: ``rce bench --suite NAME``: the benchmark scripts, by suite.
+BENCH_SUITES = {
+    "http": BENCH_SCRIPT,
+    "lang": REPO_ROOT / "bench" / "lang_bench.py",
+    "ptc": REPO_ROOT / "bench" / "ptc_bench.py",
+    "runner": REPO_ROOT / "bench" / "runner_bench.py",
+}
 
 
 def recipe_hash() -> str | None:

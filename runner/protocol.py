@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 import struct
 import tarfile
 import tempfile
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Protocol, cast
 
 from core.errors import InvalidRequest, StorageError
+from core.names import MAX_DISPLAY_CHARS, check_name, name_problem
 from runner.base import InputFile, Limits, OutputFile, RunRequest, RunResult, SkippedFile
 
 JOB_MAGIC = b"RCEJ"
@@ -35,6 +35,7 @@ MAX_DATA_FRAME = 1024 * 1024
 #: Largest JSON frame: a file header, or the result with its name lists.
 MAX_FILE_HEADER = 64 * 1024
 MAX_RESULT_FRAME = 8 * 1024 * 1024
+#: Longest skipped-file name the agent may report (longer ones are cut).
 MAX_NAME_BYTES = 4096
 #: Deepest JSON nesting accepted in a frame (the agent's are at most 3 deep).
 MAX_JSON_DEPTH = 8
@@ -90,26 +91,10 @@ def truncation_notice(limits: Limits) -> str:
 # --------------------------------------------------------------------- names
 
 
-def is_safe_name(name: object) -> bool:
-    """True for a normalized relative path: no ``..``, no absolute, no NUL, not empty."""
-    if not isinstance(name, str) or not name or "\x00" in name:
-        return False
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        return False
-    if name.startswith("/") or posixpath.normpath(name) != name:
-        return False
-    return all(part not in ("", ".", "..") for part in name.split("/"))
-
-
-def check_input_name(name: str) -> str:
-    """``name`` if it is a safe workspace path, else ``InvalidRequest``."""
-    if not is_safe_name(name):
-        raise InvalidRequest(f"file name {name[:200]!r} is not a safe relative path")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest(f"file name {name[:200]!r} is not valid UTF-8") from None
-    return name
+def output_name_problem(name: object) -> str | None:
+    """Why the agent's output name ``name`` breaks the one name policy
+    (``core.names``), or None. Text that fails is a skip; anything else is forged."""
+    return name_problem(name)
 
 
 # ----------------------------------------------------------------------- job
@@ -117,7 +102,7 @@ def check_input_name(name: str) -> str:
 
 def encode_job_header(request: RunRequest) -> bytes:
     """The job header the agent reads first: magic, length, JSON."""
-    names = [check_input_name(f.name) for f in request.files]
+    names = [check_name(f.name) for f in request.files]
     if len(set(names)) != len(names):
         raise InvalidRequest("the same file name is given twice")
     limits = request.limits
@@ -238,6 +223,8 @@ class Reply:
     stdout: _Capped
     stderr: _Capped
     outputs: list[OutputFile] = field(default_factory=list)
+    #: Outputs the host refused by name (their data was read and dropped).
+    skipped: list[SkippedFile] = field(default_factory=list)
     result: dict[str, Any] | None = None
 
     def discard_outputs(self) -> None:
@@ -403,34 +390,50 @@ class ReplyReader:
     def _read_file(self, meta: dict[str, Any]) -> None:
         name, size = meta.get("name"), meta.get("size")
         limits = self._limits
-        if not is_safe_name(name) or not isinstance(name, str) or name in self._names:
+        if not isinstance(name, str) or name in self._names:
             raise ProtocolError(f"output file name {str(name)[:200]!r} is not acceptable")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ProtocolError(f"output file {name!r} has an invalid size")
+            raise ProtocolError(f"output file {name[:200]!r} has an invalid size")
         if size > limits.max_file_bytes or len(self.reply.outputs) >= limits.max_files:
-            raise ProtocolError(f"output file {name!r} is over the file limits")
+            raise ProtocolError(f"output file {name[:200]!r} is over the file limits")
         # The workspace cannot hold more than its size: a reply claiming more is forged.
         self._output_bytes += size
         if self._output_bytes > limits.workspace_bytes:
             raise ProtocolError("output files total more than the workspace size")
         self._names.add(name)
+        problem = output_name_problem(name)
+        if problem is not None:
+            # A name the program chose (a deep path, a control character) costs only
+            # that file: its data is read and dropped, and the skip says why.
+            self._read_data(name, size, None)
+            if len(self.reply.skipped) < MAX_SKIPPED:
+                display = name[:MAX_DISPLAY_CHARS].encode("utf-8", "replace").decode("utf-8")
+                display = display.replace("\x00", "\ufffd")
+                self.reply.skipped.append(SkippedFile(name=display, reason=problem))
+            return
         spool = self._spool(size)
         self.reply.outputs.append(OutputFile(name=name, size=size, sha256="", data=spool))  # type: ignore[arg-type]
+        self.reply.outputs[-1].sha256 = self._read_data(name, size, spool)
+
+    def _read_data(self, name: str, size: int, spool: IO[bytes] | None) -> str:
+        """Read ``size`` bytes of DATA frames into ``spool`` (or drop them); the digest."""
         digest = hashlib.sha256()
         remaining = size
         while remaining > 0:
             header = read_frame_header(self._source)
             if header is None or header[0] != DATA:
-                raise ProtocolError(f"output file {name!r} is incomplete")
+                raise ProtocolError(f"output file {name[:200]!r} is incomplete")
             self._budget.frame()
             if header[1] == 0:
                 raise ProtocolError("empty data frame")
             data = _read_payload(self._source, header[1], min(MAX_DATA_FRAME, remaining))
             digest.update(data)
-            spool.write(data)
+            if spool is not None:
+                spool.write(data)
             remaining -= len(data)
-        spool.seek(0)
-        self.reply.outputs[-1].sha256 = digest.hexdigest()
+        if spool is not None:
+            spool.seek(0)
+        return digest.hexdigest()
 
 
 # -------------------------------------------------------------------- result
@@ -493,7 +496,10 @@ def build_result(
             if isinstance(raw_deleted, list)
             else set()
         )
-        skipped = _clean_skipped(result.get("skipped"), result.get("skipped_more"))
+        skipped = [
+            *reply.skipped,
+            *_clean_skipped(result.get("skipped"), result.get("skipped_more")),
+        ]
         raw_notices = result.get("notices")
         notices = [str(n)[:500] for n in (raw_notices if isinstance(raw_notices, list) else [])][
             :MAX_NOTICES

@@ -62,3 +62,35 @@ GO
   rm -rf "$seed"
   chmod -R a+rX /opt/rce/gocache
 fi
+# Start-up caches, built with the image's own toolchains (each is only a cache: a
+# runner uses it when present and its toolchain ignores it when it does not match).
+# node: a start-up snapshot of node's own bootstrap and core modules (Debian's node is
+# built without its embedded snapshot and code cache, so every start compiles them).
+if command -v node >/dev/null 2>&1; then
+  entry="$(mktemp -d)"
+  echo "require('fs'); require('path'); require('util'); require('events'); require('stream'); require('os');" > "$entry/snap.js"
+  (cd "$entry" && node --snapshot-blob /opt/rce/node.blob --build-snapshot snap.js)
+  rm -rf "$entry"
+  chmod 0644 /opt/rce/node.blob
+fi
+# java: an application class-data-sharing archive of the source launcher (javac's
+# classes), made by one run with the flags the java runner uses.
+if command -v java >/dev/null 2>&1; then
+  src="$(mktemp -d)"
+  printf 'public class Main { public static void main(String[] a) { System.out.println(String.join("|", java.util.List.of(a))); } }\n' > "$src/Main.java"
+  (cd "$src" && java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:-UsePerfData \
+     -XX:ArchiveClassesAtExit=/opt/rce/java.jsa Main.java x >/dev/null)
+  rm -rf "$src"
+  chmod 0644 /opt/rce/java.jsa
+fi
+# c++: precompiled <iostream> and <bits/stdc++.h> for the cpp runner's exact flags,
+# found through -I/opt/rce/pch; each wrapper header only #include_next's the real one,
+# so a translation unit the PCH does not fit compiles as without it.
+if command -v g++ >/dev/null 2>&1; then
+  mkdir -p /opt/rce/pch/bits
+  for h in iostream bits/stdc++.h; do
+    printf '#include_next <%s>\n' "$h" > "/opt/rce/pch/$h"
+    (cd /opt/rce/pch && g++ -std=gnu++17 -O1 -w -x c++-header "$h" -o "$h.gch")
+  done
+  chmod -R a+rX /opt/rce/pch
+fi

@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
 
 CONFORMANCE_DIR = REPO_ROOT / "tests" / "conformance"
 RESULT_MARKER = "CONFORMANCE_RESULT "
-SCRIPTS = ("exec_tools.mjs", "host_calls.mjs", "auth.mjs")
+SCRIPTS = ("exec_tools.mjs", "host_calls.mjs", "auth.mjs", "languages.mjs")
 SCRIPT_TIMEOUT_S = 420
 
 

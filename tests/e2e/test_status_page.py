@@ -153,9 +153,20 @@ def _exec(base_url: str, code: str) -> int:
         f"{base_url}/exec",
         headers={"X-API-Key": KEY},
         json={"lang": "py", "code": code},
-        timeout=60,
+        timeout=120,
     )
     return answer.status_code
+
+
+def _wait_until_running(base_url: str, timeout_s: float = 25.0) -> None:
+    """Wait until the page counts a running exec, however slowly the execs start."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        page = httpx.get(f"{base_url}/status", headers={"X-API-Key": KEY}, timeout=30).text
+        if "Execs running now: <b>0</b>" not in page:
+            return
+        time.sleep(0.2)
+    raise AssertionError("no exec was running after the wait")
 
 
 def test_status_needs_credentials(server: LiveServer) -> None:
@@ -175,9 +186,9 @@ def test_status_page_in_chromium_while_execs_run(
     count; once they finish, their language and outcome rows with p50/p99."""
     with ThreadPoolExecutor(3) as pool:
         running = [
-            pool.submit(_exec, server.base_url, "import time; time.sleep(6)") for _ in range(3)
+            pool.submit(_exec, server.base_url, "import time; time.sleep(30)") for _ in range(3)
         ]
-        time.sleep(1.5)
+        _wait_until_running(server.base_url)
         dom = dump_dom(page_url)
         png = screenshot(page_url, tmp_path / "status-busy.png")
         statuses = [f.result() for f in running]

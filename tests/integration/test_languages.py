@@ -247,3 +247,29 @@ class TestConformance:
         assert result.exit_code != 0 and not result.timed_out, result
         text = result.stderr.lower()
         assert result.oom_killed or "memory" in text or "alloc" in text, result.stderr[-2000:]
+
+
+DEEP_PROGRAM = """\
+import os
+open('kept.txt', 'w').write('kept')
+for i in range(40):
+    name = f'{i:03d}' + 'd' * 117
+    os.mkdir(name)
+    os.chdir(name)
+open('ok.txt', 'w').write('deep')
+print('written')
+"""
+
+
+def test_an_output_with_a_name_over_the_limit_is_skipped_and_the_others_come_back(
+    warm: DockerSandbox,
+) -> None:
+    """A path longer than any store keeps (40 levels of 120-byte directories) costs
+    only that file: it is listed as skipped with the reason, the other output returns."""
+    result = execute(warm, DEEP_PROGRAM, lang=Language.PYTHON)
+    assert (result.exit_code, result.stdout) == (0, "written\n"), result.stderr
+    assert {o.name: o.data.read() for o in result.outputs} == {"kept.txt": b"kept"}
+    [skip] = result.skipped
+    assert skip.name.startswith("000" + "d" * 117 + "/001")
+    assert "longer than" in skip.reason, skip.reason
+    result.close()

@@ -31,7 +31,7 @@ from runner.protocol import (
     ReplyReader,
     build_result,
     encode_job_header,
-    is_safe_name,
+    output_name_problem,
     write_input_tar,
 )
 
@@ -283,10 +283,31 @@ class TestReply:
         result.close()
 
     @pytest.mark.parametrize(
-        "name", ["../x", "/etc/passwd", "a/../../b", "a//b", "./a", "", "a/", "a\x00b", 5]
+        "name",
+        ["../x", "/etc/passwd", "a/../../b", "a//b", "./a", "", "a/", "a\x00b", "d/" * 2100 + "x"],
     )
-    def test_unsafe_output_names_are_refused(self, name: object) -> None:
+    def test_an_output_name_against_the_policy_is_skipped_and_the_others_come_back(
+        self, name: str
+    ) -> None:
+        bad = jframe(FILE, {"name": name, "size": 3}) + frame(DATA, b"xy") + frame(DATA, b"z")
+        good = jframe(FILE, {"name": "ok.txt", "size": 2}) + frame(DATA, b"ok")
+        req = request()
+        reply = read(good + bad + jframe(RESULT, OK_RESULT), req).reply
+        result = build_result(reply, req, duration_s=1.0)
+        assert [(o.name, o.data.read()) for o in result.outputs] == [("ok.txt", b"ok")]
+        [skip] = result.skipped
+        assert skip.reason == output_name_problem(name) and skip.reason
+        assert skip.name == name[:300].replace("\x00", "\ufffd")
+        result.close()
+
+    @pytest.mark.parametrize("name", [5, None, ["a"]])
+    def test_an_output_name_that_is_not_text_fails_the_reply(self, name: object) -> None:
         data = jframe(FILE, {"name": name, "size": 1}) + frame(DATA, b"x")
+        with pytest.raises(ProtocolError):
+            read(data + jframe(RESULT, OK_RESULT))
+
+    def test_a_skipped_output_must_still_send_all_its_data(self) -> None:
+        data = jframe(FILE, {"name": "a//b", "size": 5}) + frame(DATA, b"x")
         with pytest.raises(ProtocolError):
             read(data + jframe(RESULT, OK_RESULT))
 
@@ -452,8 +473,8 @@ class TestJob:
         (None, False),
     ],
 )
-def test_is_safe_name(name: object, safe: bool) -> None:
-    assert is_safe_name(name) is safe
+def test_output_names_follow_the_one_name_policy(name: object, safe: bool) -> None:
+    assert (output_name_problem(name) is None) is safe
 
 
 class TestProgrammaticRunNames:

@@ -26,13 +26,22 @@ def c(code: str, build_dir: str) -> Plan:
     )
 
 
+#: Precompiled ``<iostream>`` and ``<bits/stdc++.h>`` for exactly ``CPP_FLAGS``, built
+#: at image build time; each sits beside a header that only ``#include_next``s the real
+#: one, so a file whose first include is another header compiles as without them.
+CPP_PCH_DIR = "/opt/rce/pch"
+CPP_FLAGS = ["-std=gnu++17", "-O1"]
+
+
 def cpp(code: str, build_dir: str) -> Plan:
     """g++, C++17 with GNU extensions, linked with libm; -O1 (-O2 doubles the compile
-    time of iostream-heavy code)."""
+    time of iostream-heavy code), with the image's precompiled headers (a hello's
+    compile costs about 40% of the CPU it costs without)."""
     exe = os.path.join(build_dir, "main")
     write_source(build_dir, "main.cpp", code)
+    pch = ["-I", CPP_PCH_DIR] if os.path.isdir(CPP_PCH_DIR) else []
     return compile_and_run(
-        build_dir, ["g++", "-std=gnu++17", "-O1", "-pipe", "-o", exe, "main.cpp", "-lm"], [exe]
+        build_dir, ["g++", *CPP_FLAGS, *pch, "-pipe", "-o", exe, "main.cpp", "-lm"], [exe]
     )
 
 

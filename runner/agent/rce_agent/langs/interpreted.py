@@ -6,6 +6,18 @@ import os
 
 from rce_agent.langs.base import Plan, compile_and_run, write_source
 
+#: A start-up snapshot of node's bootstrap and core modules, built at image build time
+#: by this node (Debian's node has no embedded snapshot or code cache): about 40% less
+#: CPU per start. Only ``process.execArgv`` shows it.
+NODE_SNAPSHOT = "/opt/rce/node.blob"
+
+
+def node() -> list[str]:
+    """``node``, from the image's start-up snapshot when there is one."""
+    if os.path.isfile(NODE_SNAPSHOT):
+        return ["node", "--snapshot-blob", NODE_SNAPSHOT]
+    return ["node"]
+
 
 def python(code: str, build_dir: str) -> Plan:
     """``python3 main.py``; a warm agent runs it in a forked child of itself."""
@@ -18,7 +30,7 @@ def bash(code: str, build_dir: str) -> Plan:
 
 
 def javascript(code: str, build_dir: str) -> Plan:
-    return Plan(argv=["node", write_source(build_dir, "main.js", code)])
+    return Plan(argv=[*node(), write_source(build_dir, "main.js", code)])
 
 
 def typescript(code: str, build_dir: str) -> Plan:
@@ -36,7 +48,7 @@ def typescript(code: str, build_dir: str) -> Plan:
             "--target=node18",
             "--log-level=warning",
         ],
-        ["node", out],
+        [*node(), out],
     )
 
 
