@@ -164,6 +164,12 @@ class SandboxUnavailable(SandboxError):
     code = "sandbox_unavailable"
 
 
+class SandboxLost(SandboxUnavailable):
+    """The engine running (or holding) a run stopped answering mid-way; nothing was synced."""
+
+    code = "sandbox_lost"
+
+
 class SandboxImageMissing(SandboxError):
     """The sandbox image is not on the engine: build it with ``images/build.sh``."""
 

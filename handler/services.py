@@ -36,18 +36,45 @@ def build_store(settings: Settings) -> SessionStore:
 
 
 def build_sandbox(settings: Settings) -> Sandbox:
-    """The Docker sandbox on the engine at ``DOCKER_HOST`` (or the local socket)."""
+    """The Docker sandbox on the engine at ``DOCKER_HOST`` (or the local socket), or,
+    when ``RCE_DOCKER_HOSTS`` lists engines, one per engine behind the placement."""
     from runner.docker import DockerSandbox
 
-    return DockerSandbox.from_settings(
-        image=settings.sandbox_image,
-        gpu=settings.gpu_enabled,
-        runtime=settings.runtime,
-        pool_size=settings.pool_size,
-        pool_data_size=settings.pool_data_size,
-        limits=settings.limits(),
-        max_run_timeout_s=settings.max_run_timeout_s,
-        labels=settings.container_label_map(),
+    engines = settings.engines()
+    if not engines:
+        return DockerSandbox.from_settings(
+            image=settings.sandbox_image,
+            gpu=settings.gpu_enabled,
+            runtime=settings.runtime,
+            pool_size=settings.pool_size,
+            pool_data_size=settings.pool_data_size,
+            limits=settings.limits(),
+            max_run_timeout_s=settings.max_run_timeout_s,
+            labels=settings.container_label_map(),
+        )
+    from runner._docker_client import client_factory, probe
+    from runner.docker_ptc import DockerProgramSandbox
+    from runner.multi import Member, MultiEngineSandbox
+
+    members = []
+    for engine in engines:
+        sandbox = DockerSandbox.from_settings(
+            image=settings.sandbox_image,
+            gpu=settings.gpu_enabled,
+            runtime=settings.runtime,
+            pool_size=settings.pool_size,
+            pool_data_size=settings.pool_data_size,
+            limits=settings.limits(),
+            client=client_factory(engine.url),
+            max_run_timeout_s=settings.max_run_timeout_s,
+            labels=settings.container_label_map(),
+        )
+        check = probe(engine.url, settings.sandbox_image, settings.engine_probe_timeout_s)
+        members.append(Member(engine.id, sandbox, check, DockerProgramSandbox(sandbox)))
+    return MultiEngineSandbox(
+        members,
+        max_in_flight=settings.engine_max_execs,
+        probe_interval_s=settings.engine_probe_interval_s,
     )
 
 
@@ -98,7 +125,10 @@ def _sandbox_stats(sandbox: Sandbox) -> Any:
 def _program_sandbox(sandbox: Sandbox) -> ProgramSandbox | None:
     from runner.docker import DockerSandbox
     from runner.docker_ptc import DockerProgramSandbox
+    from runner.multi import MultiEngineProgramSandbox, MultiEngineSandbox
 
+    if isinstance(sandbox, MultiEngineSandbox):
+        return MultiEngineProgramSandbox(sandbox)
     return DockerProgramSandbox(sandbox) if isinstance(sandbox, DockerSandbox) else None
 
 

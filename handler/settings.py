@@ -21,6 +21,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.base import Limits
+from runner.placement import EngineSpec, parse_engines
 
 DEFAULT_API_KEY = "your_secret_key"
 #: Shortest API key accepted off loopback.
@@ -162,6 +163,15 @@ class Settings(BaseSettings):
         "for code importing data libraries; 0 disables them.",
     )
     reaper_interval_s: float = 60.0
+    # --- several engines ---------------------------------------------------------
+    docker_hosts: str = Field(
+        "",
+        description="Comma-separated Docker engines (url or name=url) to place execs on; "
+        "empty: the one engine at DOCKER_HOST.",
+    )
+    engine_max_execs: int = Field(0, ge=0, description="Runs per engine per replica; 0: no cap.")
+    engine_probe_interval_s: float = Field(5.0, gt=0, le=300)
+    engine_probe_timeout_s: float = Field(3.0, gt=0, le=60)
     # --- programmatic tool calling (POST /exec/programmatic) ---------------------
     ptc_token_secret: SecretStr | None = Field(
         None, description="HMAC secret of continuation tokens, shared by every replica."
@@ -232,6 +242,7 @@ class Settings(BaseSettings):
         if self.pool_data_size < 0:
             raise ValueError("RCE_POOL_DATA_SIZE must be >= 0")
         self._check_load_bounds()
+        self.engines()
         return self
 
     def _refuse_off_loopback(self) -> None:
@@ -312,6 +323,13 @@ class Settings(BaseSettings):
             max_open_files=self.max_open_files,
             network_enabled=self.network_enabled,
         )
+
+    def engines(self) -> tuple[EngineSpec, ...]:
+        """The engines of ``RCE_DOCKER_HOSTS`` (empty: the one at ``DOCKER_HOST``)."""
+        try:
+            return parse_engines(self.docker_hosts)
+        except ValueError as exc:
+            raise ValueError(f"RCE_DOCKER_HOSTS: {exc}") from None
 
     @property
     def sandbox_image(self) -> str:

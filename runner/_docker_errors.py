@@ -15,6 +15,9 @@ from core.errors import (
     SandboxUnavailable,
 )
 
+#: Statuses a proxy answers when the engine behind it is down.
+_GATEWAY_DOWN = frozenset((502, 503, 504))
+
 
 @contextmanager
 def engine_errors(action: str, image: str) -> Iterator[None]:
@@ -27,6 +30,12 @@ def engine_errors(action: str, image: str) -> Iterator[None]:
             "build it with images/build.sh"
         ) from exc
     except docker.errors.APIError as exc:
+        if getattr(exc, "status_code", None) in _GATEWAY_DOWN:
+            # The socket proxy answers, the engine behind it does not.
+            raise SandboxUnavailable(
+                f"the Docker engine does not answer behind its proxy (while trying to "
+                f"{action}): {exc.explanation or exc}"
+            ) from exc
         raise SandboxStartFailed(
             f"the Docker engine refused to {action}: {exc.explanation or exc}"
         ) from exc

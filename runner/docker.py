@@ -47,7 +47,9 @@ import requests.exceptions
 
 from core.errors import (
     SandboxError,
+    SandboxLost,
     SandboxStartFailed,
+    SandboxUnavailable,
 )
 from runner import _docker_config as cfg
 from runner._docker_errors import already_gone, engine_errors
@@ -531,6 +533,11 @@ class DockerSandbox:
     ) -> RunResult:
         """The result of a run whose reply did not complete: say why, detect OOM."""
         state = self._final_state(container.name)
+        if state is None:
+            raise SandboxLost(
+                "the Docker engine running this exec stopped answering mid-run "
+                f"({why}); the session's files are unchanged; run the code again"
+            )
         oom = bool(state.get("OOMKilled"))
         diagnostics = bytes(container.stream.diagnostics).decode("utf-8", "replace").strip()
         if diagnostics:
@@ -546,8 +553,9 @@ class DockerSandbox:
             oom_killed=oom,
         )
 
-    def _final_state(self, name: str) -> dict[str, Any]:
-        """The container's State once it stopped (killing it if it did not)."""
+    def _final_state(self, name: str) -> dict[str, Any] | None:
+        """The container's State once it stopped (killing it if it did not); None when
+        the engine does not answer (it was lost, with the run)."""
         api = self._api()
         try:
             with engine_errors("inspect the sandbox container", self.image):
@@ -557,6 +565,9 @@ class DockerSandbox:
                     api.wait(name, timeout=10)
                     state = api.inspect_container(name).get("State") or {}
                 return state
+        except SandboxUnavailable as exc:
+            log.warning("could not inspect %s: %s", name, exc.message)
+            return None
         except (SandboxError, requests.exceptions.RequestException) as exc:
             log.info("could not inspect %s: %s", name, exc)
             return {}

@@ -28,7 +28,7 @@ from typing import Any
 
 import docker.errors
 
-from core.errors import Conflict, ContinuationExpired, SandboxError
+from core.errors import Conflict, ContinuationExpired, SandboxError, SandboxLost
 from runner import _docker_config as cfg
 from runner._docker_errors import already_gone, engine_errors
 from runner._docker_stream import AttachedStream, StreamTimeout
@@ -195,6 +195,10 @@ class DockerProgramSandbox:
                 return state
         return "unknown"
 
+    def in_use(self, request_id: str) -> bool:
+        """Whether a live program on this engine serves ``request_id``."""
+        return bool(request_id) and bool(self._find(cfg.ptc_key(request_id)))
+
     def replayed(self, container: str) -> bool:
         """Whether the run ``container`` named is still there under another name (its
         token is then an old round's: a replay)."""
@@ -286,6 +290,11 @@ class DockerProgramSandbox:
             reply = ReplyReader(_Empty(), request).read()
             result = build_result(reply, request, duration_s=0.0, failure="timeout", timed_out=True)
         except (ProtocolError, OSError) as exc:
+            if self._sandbox._final_state(name) is None:
+                raise SandboxLost(
+                    f"the Docker engine running this program stopped answering ({exc}); "
+                    "the session's files are unchanged; run the code again"
+                ) from None
             reply = ReplyReader(_Empty(), request).read()
             result = build_result(
                 reply, request, duration_s=0.0, failure=f"lost the sandbox: {exc}"

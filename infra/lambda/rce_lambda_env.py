@@ -3,10 +3,11 @@
 ``rce-lambda-wrapper`` (``AWS_LAMBDA_EXEC_WRAPPER``) runs this once, before the
 Python runtime starts, and ``eval``s what it prints:
 
-- ``DOCKER_HOST``: one engine picked at random from ``RCE_DOCKER_HOSTS``
-  (comma-separated). The environment keeps it for its whole life, so every call of
-  one run (create, attach, start, wait, remove) reaches the same engine, and cold
-  starts spread the environments over the pool.
+- nothing about the engines themselves: it only checks that ``RCE_DOCKER_HOSTS``
+  lists ``tcp://`` engines. The app places every exec on one of them
+  (``runner.placement``: a healthy engine with the least in-flight work), as the
+  API replicas do, so one environment uses every engine and a lost engine leaves
+  its rotation;
 - the client TLS material: the Secrets Manager secret ``RCE_DOCKER_TLS_SECRET_ARN``,
   a JSON object ``{"ca", "cert", "key"}`` of PEM strings, written to
   ``DOCKER_CERT_PATH`` (``ca.pem``, ``cert.pem``, ``key.pem``; mode 0600).
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shlex
 import sys
 from collections.abc import Mapping
@@ -32,12 +32,13 @@ class SetupError(Exception):
     """The environment cannot be prepared; the message says which setting is wrong."""
 
 
-def pick_host(hosts: str) -> str:
-    """One ``tcp://`` engine of the comma-separated list, chosen at random."""
+def check_hosts(hosts: str) -> list[str]:
+    """The ``tcp://`` engines of the comma-separated list (``name=`` prefixes allowed)."""
     choices = [h.strip() for h in hosts.split(",") if h.strip()]
-    if not choices or any(not h.startswith("tcp://") for h in choices):
+    urls = [h.split("=", 1)[1] if "=" in h.split("://", 1)[0] else h for h in choices]
+    if not urls or any(not u.strip().startswith("tcp://") for u in urls):
         raise SetupError(f"RCE_DOCKER_HOSTS must list tcp://host:port engines, not {hosts!r}")
-    return secrets.choice(choices)
+    return urls
 
 
 def parse_tls_secret(text: str) -> dict[str, str]:
@@ -77,7 +78,8 @@ def fetch_secret(arn: str) -> str:
 
 def exports(environ: Mapping[str, str]) -> dict[str, str]:
     """Prepare everything and return the variables to export."""
-    out = {"DOCKER_HOST": pick_host(environ.get("RCE_DOCKER_HOSTS", ""))}
+    check_hosts(environ.get("RCE_DOCKER_HOSTS", ""))
+    out: dict[str, str] = {}
     arn = environ.get("RCE_DOCKER_TLS_SECRET_ARN", "")
     if arn:
         cert_dir = Path(environ.get("DOCKER_CERT_PATH", "/tmp/docker-certs"))
