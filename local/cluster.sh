@@ -27,6 +27,8 @@
 #   RCE_CLUSTER_NODES      engines (default 3); RCE_CLUSTER_REPLICAS API replicas (default 3)
 #   RCE_POOL_SIZE, RCE_POOL_DATA_SIZE   warm sandboxes per engine per replica (default 1, 0)
 #   RCE_IMAGE_NAME         the sandbox image (default custom-rce-kernel:latest)
+#   CUSTOM_RCE_API_KEY     the API key (default: generated once, kept in $RCE_CLUSTER_DIR/api-key)
+#   RCE_CLUSTER_JWT_PUBLIC_KEY_FILE   also accept LibreChat JWTs signed by this key
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -128,8 +130,13 @@ start_replica() {
     say "API replica $r already runs"
     return
   fi
+  local auth=(RCE_AUTH_MODE=api_key)
+  if [ -n "${RCE_CLUSTER_JWT_PUBLIC_KEY_FILE:-}" ]; then
+    auth=(RCE_AUTH_MODE=both RCE_JWT_PUBLIC_KEY_FILE="$RCE_CLUSTER_JWT_PUBLIC_KEY_FILE"
+          RCE_JWT_ISSUER=librechat RCE_JWT_AUDIENCE=codeapi)
+  fi
   say "starting API replica $r on http://127.0.0.1:$port"
-  env -u DOCKER_HOST CUSTOM_RCE_API_KEY="$API_KEY" RCE_AUTH_MODE=api_key \
+  env -u DOCKER_HOST CUSTOM_RCE_API_KEY="$API_KEY" "${auth[@]}" \
       RCE_HOST=127.0.0.1 RCE_PORT="$port" RCE_IMAGE_NAME="$IMAGE" \
       RCE_STORAGE="s3://$BUCKET/sessions" RCE_S3_ENDPOINT="$S3_ENDPOINT" RCE_S3_REGION=us-east-1 \
       RCE_S3_ACCESS_KEY="$RCE_S3_ACCESS_KEY" RCE_S3_SECRET_KEY="$RCE_S3_SECRET_KEY" \
