@@ -60,7 +60,6 @@ def test_a_well_formed_reply_parses() -> None:
         frame(b"R", b'{"a":' * 50 + b"1" + b"}" * 50),  # parses, but too deep
         frame(b"R", b"\xff\xfe"),  # not UTF-8
         frame(b"R", b"[1, 2]"),  # not an object
-        frame(b"F", b'{"name": "../x", "size": 1}') + frame(b"D", b"x"),
         frame(b"F", b'{"name": "a", "size": 99999}'),
         frame(b"O", b""),  # empty data frames are refused
         frame(b"F", b'{"name": "a", "size": 2}') + frame(b"D", b"") + frame(b"D", b"xx"),
@@ -72,6 +71,22 @@ def test_a_well_formed_reply_parses() -> None:
 def test_malformed_replies_are_protocol_errors(raw: bytes) -> None:
     with pytest.raises(ProtocolError):
         read(raw)
+
+
+def test_an_output_name_the_policy_refuses_is_skipped_not_fatal() -> None:
+    """A text name that breaks the name policy loses only that file: its data is read
+    and dropped, the skip names the reason, and the rest of the reply stands."""
+    raw = (
+        frame(b"F", b'{"name": "../x", "size": 1}')
+        + frame(b"D", b"x")
+        + frame(b"O", b"hi")
+        + result()
+    )
+    reply = ReplyReader(io.BytesIO(raw), REQUEST).read()
+    assert reply.outputs == [] and bytes(reply.stdout.data) == b"hi"
+    [skip] = reply.skipped
+    assert skip.name == "../x" and ".." in skip.reason
+    assert reply.result == {"exit_code": 0}
 
 
 def test_an_endless_stream_of_tiny_frames_stops_at_the_frame_budget() -> None:
