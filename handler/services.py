@@ -43,6 +43,8 @@ def build_sandbox(settings: Settings) -> Sandbox:
         runtime=settings.runtime,
         pool_size=settings.pool_size,
         pool_data_size=settings.pool_data_size,
+        pool_budget_mb=settings.pool_memory_budget_mb,
+        pool_parallel_fills=settings.pool_parallel_fills,
         limits=settings.limits(),
         max_run_timeout_s=settings.max_run_timeout_s,
         labels=settings.container_label_map(),

@@ -21,6 +21,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from runner import pool_sizing
 from runner.base import Language, Limits, RunRequest
 from runner.docker import DockerSandbox
 from runner.pool import WarmPool
@@ -214,6 +215,97 @@ class TestWarmPool:
             entry = pool.take("k")
             assert entry is not None and entry.number % 2 == 1
             assert any(e.number % 2 == 0 and e.destroyed for e in factory.created)
+        finally:
+            pool.close()
+
+    def test_arrivals_grow_the_target_and_the_pool_follows(self) -> None:
+        factory = Factory(delay_s=0.05)
+        pool = WarmPool(
+            size=1,
+            create=factory.create,
+            destroy=factory.destroy,
+            max_idle_s=60,
+            parallel_fills=4,
+            prepare_prior_s=0.5,
+        )
+        pool.start("k")
+        try:
+            assert pool.wait_ready(timeout_s=5)
+            for _ in range(20):
+                pool.record_arrival()
+            demand = pool.demand()
+            assert demand.rate > 5 and demand.floor == 1
+            pool.set_plan(pool_sizing.plan({"x": demand}, budget_mb=1e9, max_parallel=4)["x"])
+            target = pool.stats()["target"]
+            assert target > 1
+            assert pool.wait_ready(timeout_s=5)
+            assert pool.stats()["ready"] == target
+        finally:
+            pool.close()
+
+    def test_a_take_waits_for_a_nearly_ready_entry_when_that_is_faster(self) -> None:
+        factory = Factory(delay_s=0.3)
+        pool = WarmPool(
+            size=1,
+            create=factory.create,
+            destroy=factory.destroy,
+            max_idle_s=60,
+            prepare_prior_s=0.3,
+        )
+        pool.start("k")
+        try:
+            assert pool.wait_ready(timeout_s=5)
+            assert pool.take("k") is not None
+            assert wait_for(lambda: pool.stats()["pending"] == 1)
+            started = time.monotonic()
+            # A cold start would cost 1 s: waiting for the refill (<= 0.3 s) is faster.
+            entry = pool.take("k", alternative_s=1.0)
+            assert entry is not None and time.monotonic() - started < 0.9
+            assert pool.stats()["waited"] == 1 and pool.stats()["hits"] == 2
+        finally:
+            pool.close()
+
+    def test_a_take_goes_cold_when_waiting_is_slower(self) -> None:
+        factory = Factory(delay_s=2.0)
+        pool = WarmPool(
+            size=1,
+            create=factory.create,
+            destroy=factory.destroy,
+            max_idle_s=60,
+            prepare_prior_s=2.0,
+        )
+        pool.start("k")
+        try:
+            assert wait_for(lambda: pool.stats()["pending"] == 1)
+            started = time.monotonic()
+            # The entry needs about 2 s more; a cold start costs 0.2 s.
+            assert pool.take("k", alternative_s=0.2) is None
+            assert time.monotonic() - started < 0.1
+            assert pool.stats()["misses"] == 1 and pool.stats()["waited"] == 0
+        finally:
+            pool.close()
+
+    def test_entries_above_a_lowered_target_are_destroyed_once_old(self) -> None:
+        now = [1000.0]
+        factory = Factory()
+        pool = WarmPool(
+            size=1,
+            create=factory.create,
+            destroy=factory.destroy,
+            max_idle_s=1e6,
+            clock=lambda: now[0],
+        )
+        pool.start("k")
+        try:
+            pool.set_plan(pool_sizing.Plan(target=3, parallel=3))
+            assert pool.wait_ready(timeout_s=5)
+            assert pool.stats()["ready"] == 3
+            pool.set_plan(pool_sizing.Plan(target=1, parallel=1))
+            time.sleep(1.5)  # a maintenance round: still young, kept
+            assert pool.stats()["ready"] == 3
+            now[0] += pool_sizing.SHRINK_AFTER_S + 1
+            assert wait_for(lambda: pool.stats()["ready"] == 1, timeout_s=5)
+            assert len(factory.destroyed) == 2
         finally:
             pool.close()
 
