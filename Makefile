@@ -4,7 +4,7 @@ RCE_HOST ?= 127.0.0.1
 RCE_PORT ?= 8000
 export RCE_HOST RCE_PORT
 
-.PHONY: setup test-tools run test test-fast lint image bench soak clean
+.PHONY: setup test-tools run test test-fast lint image bench bench-load soak clean
 
 setup:            ## install uv, the locked venv, a Docker engine and the sandbox image
 	scripts/bootstrap.sh
@@ -29,8 +29,12 @@ test-fast:        ## unit tests only (no Docker, no S3)
 image:            ## (re)build the sandbox image if its recipe changed
 	images/build.sh
 
-bench: setup      ## the benchmark: rce beside a bare `docker run --rm`
+bench: setup      ## the benchmarks: rce beside a bare `docker run --rm`, then under load
 	uv run python bench/bench.py
+	uv run python bench/load_bench.py
+
+bench-load: setup ## rce under load: burst, paced, concurrency 1/4/8 beside the lifecycle ceiling
+	uv run python bench/load_bench.py
 
 soak: setup       ## the load soak (bounded)
 	uv run python bench/soak.py
