@@ -18,7 +18,10 @@ container, anything else a LIGHT one. A DATA request finding none takes a LIGHT 
 (started already, it beats a cold start); a LIGHT request takes a DATA one only when
 there is no LIGHT pool (its refill costs more than the cold start it saves). Cold
 starts run the LIGHT agent too (by default), so Python code always runs in a forked
-child of the agent, set up to behave as ``python3 main.py``.
+child of the agent, set up to behave as ``python3 main.py``. The pools grow
+with the rate of the requests of their flavour, within a memory budget
+(``runner.pool_sizing``); a request finding its pool empty waits for a container
+being prepared when the measured figures say that is faster than its next option.
 
 After creation every call addresses the container by its ``rce-sbx-…`` name (the
 socket proxy in front of the engine only lets those through), and only these
