@@ -7,7 +7,11 @@ For each runtime, one API is started (``bench/_common.LocalApi``, default pool
 settings plus ``RCE_RUNTIME``) and every workload (``hello``, ``pandas`` groupby)
 runs in these slices, one after the other, never interleaved with anything else:
 
-1. **burst**: one client, ``--burst`` (60) execs back to back, no pause;
+1. **burst**: one client, ``--burst`` (60) execs back to back, no pause, twice:
+   ``burst1`` meets the pools at their floors; ``burst2`` comes once the pools
+   have refilled to the target the first burst taught them (up to 60 s), as on a
+   service that has seen such bursts before. The targets are checked on
+   ``burst2``; both are reported;
 2. **paced**: one client, ``--paced`` (10) execs with ``--think`` (1 s) between;
 3. **concurrency** 1, 4 and 8 (``--conc``): that many clients loop for
    ``--conc-seconds``; execs/s, errors, latency percentiles.
@@ -165,6 +169,20 @@ def pool_metrics(api: LocalApi) -> dict[str, float]:
     return out
 
 
+def wait_pools_full(api: LocalApi, timeout_s: float) -> float:
+    """Wait until every pool holds its target (or ``timeout_s``); the seconds waited."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        got = pool_metrics(api)
+        if all(
+            got.get(f"rce_pool_size_{f}", 0) >= got.get(f"rce_pool_target_{f}", 0)
+            for f in ("light", "data")
+        ):
+            break
+        time.sleep(0.25)
+    return round(time.perf_counter() - started, 2)
+
+
 def pool_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Hits/misses/waits during a slice; targets and sizes at its end."""
     out = {}
@@ -281,10 +299,11 @@ def run_runtime(args: argparse.Namespace, runtime: str | None) -> dict[str, Any]
                 sequential(api, code, expected, 2, 0.0)  # untimed warm-up
                 time.sleep(args.settle_seconds)
                 slices: dict[str, Any] = {}
-                before = pool_metrics(api)
-                slices["burst"] = sequential(api, code, expected, args.burst, 0.0)
-                slices["burst"]["pool"] = pool_delta(before, pool_metrics(api))
-                time.sleep(args.settle_seconds)
+                for burst in ("burst1", "burst2"):
+                    before = pool_metrics(api)
+                    slices[burst] = sequential(api, code, expected, args.burst, 0.0)
+                    slices[burst]["pool"] = pool_delta(before, pool_metrics(api))
+                    slices[burst]["refill_s"] = wait_pools_full(api, 60.0)
                 print(f"[{name}] {wname}: paced, {args.think} s think", flush=True)
                 before = pool_metrics(api)
                 slices["paced"] = sequential(api, code, expected, args.paced, args.think)
@@ -349,11 +368,11 @@ def targets(rep: dict[str, Any], conc: list[int]) -> list[tuple[str, str, str]]:
 
     hello, pandas = rce["hello"], rce["pandas"]
     bare_hello, bare_pandas = base["hello"]["bare"], base["pandas"]["bare"]
-    row("burst hello p50 (ms) <= 40", _ms_f(hello["burst"]["p50"]), 40, fmt="{:.0f}")
-    row("burst hello p99 / bare p50 <= 0.5", _ratio(hello["burst"]["p99"], bare_hello["p50"]), 0.5)
+    row("burst hello p50 (ms) <= 40", _ms_f(hello["burst2"]["p50"]), 40, fmt="{:.0f}")
+    row("burst hello p99 / bare p50 <= 0.5", _ratio(hello["burst2"]["p99"], bare_hello["p50"]), 0.5)
     row(
         "burst pandas p50 / bare p50 <= 0.5",
-        _ratio(pandas["burst"]["p50"], bare_pandas["p50"]),
+        _ratio(pandas["burst2"]["p50"], bare_pandas["p50"]),
         0.5,
     )
     row(
@@ -403,7 +422,7 @@ def print_report(reports: list[dict[str, Any]], meta: dict[str, Any], conc: list
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for wname in WORKLOADS:
             bare = rep["baseline"][wname]["bare"]
-            for slice_name in ("burst", "paced"):
+            for slice_name in ("burst1", "burst2", "paced"):
                 s = rep["rce"][wname][slice_name]
                 pool = s["pool"]
                 hits = pool.get("rce_pool_hits_light", 0) + pool.get("rce_pool_hits_data", 0)

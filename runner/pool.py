@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from runner import pool_sizing
-from runner.pool_sizing import Demand, Ewma, Plan, RateMeter
+from runner.pool_sizing import Demand, Ewma, Plan, RateMeter, ShortfallMeter
 
 K = TypeVar("K")
 E = TypeVar("E")
@@ -100,6 +100,7 @@ class WarmPool(Generic[K, E]):
         self._target = size
         self._parallel = self._max_parallel
         self._rate = RateMeter()
+        self._shortfall = ShortfallMeter()
         self._prepare = Ewma(prepare_prior_s)
         self._hits = 0
         self._misses = 0
@@ -131,11 +132,13 @@ class WarmPool(Generic[K, E]):
     def demand(self) -> Demand:
         """What this pool observed, for ``pool_sizing.plan``."""
         with self._cond:
+            now = self._clock()
             return Demand(
-                rate=self._rate.rate(self._clock()),
+                rate=self._rate.rate(now),
                 prepare_s=self._prepare.value,
                 floor=self.size,
                 entry_mb=self.entry_mb,
+                shortfall=self._shortfall.value(now),
             )
 
     def set_plan(self, plan: Plan) -> None:
@@ -169,8 +172,10 @@ class WarmPool(Generic[K, E]):
             if self._key != key:
                 stale.extend(self._rekey_locked(key))
             found = self._pop_ready_locked(stale)
-            if found is None and alternative_s > 0:
-                found = self._wait_for_fill_locked(key, alternative_s, stale)
+            if found is None:
+                self._shortfall.record(self._clock())
+                if alternative_s > 0:
+                    found = self._wait_for_fill_locked(key, alternative_s, stale)
             if found is None:
                 self._misses += 1
             else:

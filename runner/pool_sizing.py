@@ -6,8 +6,13 @@ to prepare, ``rate × prepare_s`` containers in preparation at any time, and as 
 ready to cover the arrivals during one preparation. ``plan`` turns that into a
 target per flavour:
 
-- ``want = ceil(HEADROOM × rate × prepare_s)``, at least the flavour's floor (its
-  ``RCE_POOL_SIZE`` / ``RCE_POOL_DATA_SIZE``, always honoured);
+- ``want = ceil(HEADROOM × rate × prepare_s + shortfall)``, at least the flavour's
+  floor (its ``RCE_POOL_SIZE`` / ``RCE_POOL_DATA_SIZE``, always honoured).
+  ``shortfall`` is what refilling could not cover in a recent burst: the most
+  requests that found the pool empty within ``SHORTFALL_WINDOW_S``, remembered for
+  about ``SHORTFALL_MEMORY_S`` (``ShortfallMeter``). A burst faster than the host
+  can prepare sandboxes drains any pool sized from the rate alone; holding the
+  shortfall of the last one serves the next one warm;
 - everything above the floors shares the memory budget: when the flavours want more
   than it holds, each gets its growth above the floor scaled down alike (the light
   flavour's share is rounded first, being the cheap one);
@@ -32,6 +37,10 @@ HEADROOM = 2.0
 #: Time constants of the rate estimate (seconds): a fast one and a slow one.
 SHORT_TAU_S = 2.0
 LONG_TAU_S = 60.0
+#: Window over which requests that found the pool empty are counted.
+SHORTFALL_WINDOW_S = 10.0
+#: Time constant of the memory of the largest shortfall (seconds).
+SHORTFALL_MEMORY_S = 600.0
 #: Containers above the target are kept this long after their preparation, so a
 #: pool grown by a burst still holds them for the next burst.
 SHRINK_AFTER_S = 120.0
@@ -49,6 +58,8 @@ class Demand:
     floor: int
     #: Host memory one ready container holds, in MB.
     entry_mb: float
+    #: Requests that recently found the pool empty (a ``ShortfallMeter`` estimate).
+    shortfall: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +72,8 @@ class Plan:
 
 def wanted(demand: Demand) -> int:
     """Ready containers wanted for ``demand``, before the budget (at least the floor)."""
-    need = math.ceil(HEADROOM * max(demand.rate, 0.0) * max(demand.prepare_s, 0.0) - 1e-9)
+    little = HEADROOM * max(demand.rate, 0.0) * max(demand.prepare_s, 0.0)
+    need = math.ceil(little + max(demand.shortfall, 0.0) - 1e-9)
     return max(demand.floor, need)
 
 
@@ -134,6 +146,38 @@ class RateMeter:
         """The estimate at ``now``."""
         self._decay(now)
         return max(self._short, self._long)
+
+
+class ShortfallMeter:
+    """The most requests that found the pool empty within ``SHORTFALL_WINDOW_S``,
+    decaying with ``SHORTFALL_MEMORY_S``."""
+
+    __slots__ = ("_at", "_events", "_peak")
+
+    def __init__(self) -> None:
+        self._events: list[float] = []
+        self._peak = 0.0
+        self._at: float | None = None
+
+    def _decay(self, now: float) -> None:
+        if self._at is not None and now > self._at:
+            self._peak *= math.exp(-(now - self._at) / SHORTFALL_MEMORY_S)
+        if self._at is None or now > self._at:
+            self._at = now
+        cutoff = now - SHORTFALL_WINDOW_S
+        if self._events and self._events[0] < cutoff:
+            self._events = [t for t in self._events if t >= cutoff]
+
+    def record(self, now: float) -> None:
+        """One request that found no ready entry, at ``now``."""
+        self._decay(now)
+        self._events.append(now)
+        self._peak = max(self._peak, float(len(self._events)))
+
+    def value(self, now: float) -> float:
+        """The estimate at ``now``."""
+        self._decay(now)
+        return self._peak
 
 
 class Ewma:

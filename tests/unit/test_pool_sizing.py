@@ -125,3 +125,24 @@ class TestEwma:
         assert avg.value == 3.0
         avg.add(1.0)
         assert avg.value == 2.0 and avg.samples == 2
+
+
+class TestShortfall:
+    def test_a_recent_shortfall_is_held_in_stock(self) -> None:
+        calm = light(1.0, floor=2)
+        short = Demand(rate=1.0, prepare_s=0.25, floor=2, entry_mb=LIGHT_MB, shortfall=40.0)
+        assert wanted(calm) == 2 and wanted(short) == math.ceil(0.5 + 40)
+        # 300 MB, 30 of them the floor's: 18 more light sandboxes.
+        assert plan({"l": short}, budget_mb=300, max_parallel=4)["l"].target == 2 + 18
+
+    def test_the_meter_counts_a_window_and_remembers_its_peak(self) -> None:
+        meter = pool_sizing.ShortfallMeter()
+        for i in range(30):
+            meter.record(100.0 + i * 0.1)  # 30 within 3 s
+        assert meter.value(103.0) == pytest.approx(30, rel=0.01)
+        # Arrivals spread wider than the window do not add up.
+        for i in range(5):
+            meter.record(200.0 + i * pool_sizing.SHORTFALL_WINDOW_S)
+        assert meter.value(250.0) < 30
+        assert meter.value(250.0) > 20  # still remembered
+        assert meter.value(100.0 + 10 * pool_sizing.SHORTFALL_MEMORY_S) < 1
