@@ -90,9 +90,10 @@ UNSTARTED_GRACE_S = 300.0
 ENTRY_MB = {cfg.Flavour.LIGHT: 15.0, cfg.Flavour.DATA: 110.0}
 #: Memory all warm containers may hold together beyond the configured pool sizes.
 DEFAULT_POOL_BUDGET_MB = 1024.0
-#: Preparation time assumed until the pool measured one (seconds, measured on a
-#: busy 2-core machine: see docs/benchmarks.md).
+#: Preparation time assumed until the pool measured one (seconds; medians measured
+#: with runc on a busy 2-core machine).
 _PREPARE_PRIOR_S = {cfg.Flavour.LIGHT: 0.25, cfg.Flavour.DATA: 1.8}
+#: Run-time samples are clipped here: a long program says nothing about start-up.
 _COST_SAMPLE_MAX_S = 5.0
 #: Run time by (wanted flavour, how it was served) assumed until measured: a hit on
 #: a warm container of that flavour, on a LIGHT one, or a cold start.
@@ -356,7 +357,6 @@ class DockerSandbox:
         cost = self._path_costs.get((wanted, path))
         if cost is not None:
             with self._stats_lock:
-                # A long program says nothing about container start-up: clipped.
                 cost.add(min(seconds, _COST_SAMPLE_MAX_S))
 
     def _extra_cost(self, wanted: cfg.Flavour, path: str, instead_of: str) -> float:
@@ -500,7 +500,8 @@ class DockerSandbox:
     ) -> float:
         """What not waiting for a ``here`` container costs a ``wanted`` request: the
         measured extra run time of the next option with a ready container (else of
-        a cold start) over a run on a ``here`` container. 0 when unmeasured."""
+        a cold start) over a run on a ``here`` container; 0 (never wait) for a
+        combination without a figure (a LIGHT request on the DATA pool)."""
         fallback = next((f.value for f in rest if self._pools[f].stats()["ready"] > 0), "cold")
         if (wanted, here.value) not in self._path_costs or (
             wanted,
