@@ -99,6 +99,7 @@ def sequential(
     """One client, ``count`` execs, ``think_s`` between them."""
     samples: list[float] = []
     errors: dict[str, int] = {}
+    first: dict[str, str] = {}
     with RceClient(api.base_url, api.api_key) as client:
         for i in range(count):
             if i and think_s:
@@ -107,7 +108,14 @@ def sequential(
                 samples.append(_timed_exec(client, code, expected))
             except Exception as exc:
                 errors[error_kind(exc)] = errors.get(error_kind(exc), 0) + 1
-    return {"n": count, "errors": sum(errors.values()), "error_kinds": errors, **summarize(samples)}
+                first.setdefault(error_kind(exc), str(exc)[:300])
+    return {
+        "n": count,
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "first_errors": first,
+        **summarize(samples),
+    }
 
 
 def loop_for(workers: int, seconds: float, one: Callable[[int], float]) -> dict[str, Any]:
@@ -115,6 +123,7 @@ def loop_for(workers: int, seconds: float, one: Callable[[int], float]) -> dict[
     latency of the calls that started in the window."""
     samples: list[float] = []
     errors: dict[str, int] = {}
+    first: dict[str, str] = {}
     lock = threading.Lock()
     start = time.perf_counter()
     end = start + seconds
@@ -126,6 +135,7 @@ def loop_for(workers: int, seconds: float, one: Callable[[int], float]) -> dict[
             except Exception as exc:
                 with lock:
                     errors[error_kind(exc)] = errors.get(error_kind(exc), 0) + 1
+                    first.setdefault(error_kind(exc), str(exc)[:300])
                 continue
             with lock:
                 samples.append(took)
@@ -141,6 +151,7 @@ def loop_for(workers: int, seconds: float, one: Callable[[int], float]) -> dict[
         "ok": len(samples),
         "errors": sum(errors.values()),
         "error_kinds": errors,
+        "first_errors": first,
         "seconds": round(elapsed, 2),
         "per_s": round(len(samples) / elapsed, 2),
         **summarize(samples),
@@ -456,6 +467,10 @@ def print_report(reports: list[dict[str, Any]], meta: dict[str, Any], conc: list
         print("|---|---|---|---|")
         for key, s in rep["prepare"].items():
             print(f"| {key} | {_ms(s['p50'])} | {_ms(s['p90'])} | {_ms(s['max'])} |")
+        for wname, slices in rep["rce"].items():
+            for slice_name, got in slices.items():
+                for kind, message in got.get("first_errors", {}).items():
+                    print(f"- error {wname}/{slice_name} {kind}: {message}")
         print("\n### Targets\n")
         print("| target | measured | verdict |")
         print("|---|---|---|")
