@@ -205,10 +205,10 @@ class S3SessionStore:
         key = self._key(new.session_id, new.file_id)
         with self._edge(f"store file {new.file_id} of session {new.session_id}"):
             if new.sha256 is None:
-                size, sha256, etag = self._upload_spooled(key, new, data)
+                size, sha256 = self._upload_spooled(key, new, data)
             else:
-                size, sha256, etag = self._upload_stream(key, new, data, new.sha256)
-            return self._stored_meta(new, size, sha256, etag)
+                size, sha256 = self._upload_stream(key, new, data, new.sha256)
+            return self._stored_meta(new, size, sha256)
 
     def open(self, session_id: str, file_id: str) -> StoredObject:
         """Open a file; its chunks stream from the GET response body."""
@@ -392,42 +392,30 @@ class S3SessionStore:
             Config=self._transfer,
         )
 
-    def _put_object(self, key: str, body: BinaryIO, new: NewFile, sha256: str) -> str:
-        """One PutObject (a body under one part); its ETag."""
-        response = self._client.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=body,
-            Metadata=s3_metadata(new, sha256),
-            ContentType=new.content_type,
-        )
-        return str(response.get("ETag", "")).strip('"')
-
-    def _upload_spooled(self, key: str, new: NewFile, data: BinaryIO) -> tuple[int, str, str]:
+    def _upload_spooled(self, key: str, new: NewFile, data: BinaryIO) -> tuple[int, str]:
         reader = HashingReader(data)
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES) as spool:
             for chunk in reader.chunks():
                 spool.write(chunk)
             spool.seek(0)
-            body = cast("BinaryIO", spool)
-            if reader.size < _PART_BYTES:
-                return reader.size, reader.sha256, self._put_object(key, body, new, reader.sha256)
-            self._upload(key, body, new, reader.sha256)
-        return reader.size, reader.sha256, ""
+            self._upload(key, cast("BinaryIO", spool), new, reader.sha256)
+        return reader.size, reader.sha256
 
     def _upload_stream(
         self, key: str, new: NewFile, data: BinaryIO, sha256: str
-    ) -> tuple[int, str, str]:
+    ) -> tuple[int, str]:
         # Not seekable, so s3transfer reads it once, one part (8 MiB) at a time.
         reader = HashingReader(data)
         self._upload(key, cast("BinaryIO", reader), new, sha256)
-        return reader.size, sha256, ""
+        return reader.size, sha256
 
-    @staticmethod
-    def _stored_meta(new: NewFile, size: int, sha256: str, etag: str) -> FileMeta:
-        """What we wrote: no HEAD after the upload (its answer would only repeat it).
-        The ETag is PutObject's; a multipart upload's is not returned (empty)."""
-        return build_meta(new, size=size, sha256=sha256, etag=etag, at=utc_now())
+    def _stored_meta(self, new: NewFile, size: int, sha256: str) -> FileMeta:
+        """What S3 now holds, or (when a racing writer already replaced it) what we
+        wrote."""
+        stored = self._head_or_none(new.session_id, new.file_id)
+        if stored is not None and stored.sha256 == sha256 and stored.size == size:
+            return stored
+        return build_meta(new, size=size, sha256=sha256, etag="", at=utc_now())
 
     def _head(self, session_id: str, file_id: str) -> FileMeta:
         key = self._key(session_id, file_id)

