@@ -4,7 +4,7 @@ RCE_HOST ?= 127.0.0.1
 RCE_PORT ?= 8000
 export RCE_HOST RCE_PORT
 
-.PHONY: setup test-tools run test test-fast lint image doctor bench soak clean
+.PHONY: setup test-tools run test test-fast lint image doctor bench bench-load soak clean
 
 setup:            ## install uv, the locked venv, a Docker engine and the sandbox image
 	scripts/bootstrap.sh
@@ -32,9 +32,13 @@ image:            ## (re)build the sandbox image if its recipe changed
 doctor:           ## check the engine, image, store and auth settings
 	uv run --frozen rce doctor
 
-bench: setup      ## the benchmark: rce beside a bare `docker run --rm`
+bench: setup      ## the benchmarks: rce beside a bare `docker run --rm`, per language, under load
 	uv run --frozen rce bench
 	uv run --frozen rce bench --suite lang
+	uv run --frozen rce bench --suite load
+
+bench-load: setup ## rce under load: burst, paced, concurrency 1/4/8 beside the lifecycle ceiling
+	uv run --frozen rce bench --suite load
 
 soak: setup       ## the load soak (bounded)
 	uv run python bench/soak.py

@@ -5,7 +5,7 @@
     rce doctor [--jwt T] [--librechat-env FILE]   check the set-up, one line per check
     rce gc                    reap orphan sandbox containers and expired files now
     rce bench [--suite S] [ARGS...]
-                              a benchmark (http: bench/bench.py; lang, ptc, runner)
+                              a benchmark (http: bench/bench.py; lang, ptc, runner, load)
 
 The Makefile's targets are thin wrappers over these.
 """
@@ -119,7 +119,8 @@ def gc() -> None:
     default="http",
     show_default=True,
     help="http: every workload beside a bare docker run; lang: hello per language; "
-    "ptc: programmatic round trips; runner: the runner without HTTP.",
+    "ptc: programmatic round trips; runner: the runner without HTTP; load: burst, paced "
+    "and concurrent load beside the lifecycle ceiling.",
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(suite: str, args: tuple[str, ...]) -> None:

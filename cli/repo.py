@@ -15,6 +15,7 @@ BENCH_SUITES = {
     "lang": REPO_ROOT / "bench" / "lang_bench.py",
     "ptc": REPO_ROOT / "bench" / "ptc_bench.py",
     "runner": REPO_ROOT / "bench" / "runner_bench.py",
+    "load": REPO_ROOT / "bench" / "load_bench.py",
 }
 
 

@@ -16,14 +16,15 @@ _LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 
 
 
 class _SandboxCollector(Collector):
-    """Reads the sandbox's own counters (pool size, hits, misses, starts, failures)."""
+    """Reads the sandbox's own counters: per warm pool its ready size, target, entries
+    being prepared, hits and misses; container starts and failures."""
 
     def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
         self._stats = stats
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         for key, value in sorted(self._stats().items()):
-            if key.startswith("pool_size") or key in ("pool_pending", "pool_target"):
+            if key.startswith(("pool_size", "pool_target", "pool_pending", "pool_budget")):
                 yield GaugeMetricFamily(f"rce_{key}", f"warm pool: {key}", value=float(value))
             else:
                 yield CounterMetricFamily(f"rce_{key}", f"sandbox: {key}", value=float(value))

@@ -162,6 +162,14 @@ class Settings(BaseSettings):
         description="Warm sandboxes with numpy, pandas and matplotlib already imported, "
         "for code importing data libraries; 0 disables them.",
     )
+    pool_memory_budget_mb: float = Field(
+        1024.0,
+        description="Host memory (MB) the warm pools may hold above their configured sizes "
+        "when they grow with the request rate (light ~15 MB, data ~110 MB each).",
+    )
+    pool_parallel_fills: int = Field(
+        4, description="Warm sandboxes prepared at once, per pool, when the rate needs it."
+    )
     reaper_interval_s: float = 60.0
     # --- several engines ---------------------------------------------------------
     docker_hosts: str = Field(
@@ -211,6 +219,7 @@ class Settings(BaseSettings):
         "max_batch_files",
         "max_concurrent_execs",
         "body_key_max_bytes",
+        "pool_parallel_fills",
     )
     @classmethod
     def _check_positive(cls, value: int) -> int:
@@ -241,6 +250,8 @@ class Settings(BaseSettings):
             raise ValueError("RCE_POOL_SIZE must be >= 0")
         if self.pool_data_size < 0:
             raise ValueError("RCE_POOL_DATA_SIZE must be >= 0")
+        if self.pool_memory_budget_mb < 0:
+            raise ValueError("RCE_POOL_MEMORY_BUDGET_MB must be >= 0")
         self._check_load_bounds()
         self.engines()
         return self

@@ -91,8 +91,12 @@ def _pools_section(services: Services) -> str:
     stats: dict[str, Any] = stats_fn() if callable(stats_fn) else {}
     settings = services.settings
     rows = [
-        [_e(name), _e(target), _e(stats.get(f"pool_size_{name}", 0))]
-        for name, target in (("light", settings.pool_size), ("data", settings.pool_data_size))
+        [
+            _e(name),
+            _e(stats.get(f"pool_target_{name}", floor)),
+            _e(stats.get(f"pool_size_{name}", 0)),
+        ]
+        for name, floor in (("light", settings.pool_size), ("data", settings.pool_data_size))
     ]
     gate = services.exec_gate
     return _table(["Pool", "Target", "Ready"], rows, "") + (

@@ -18,7 +18,10 @@ container, anything else a LIGHT one. A DATA request finding none takes a LIGHT 
 (started already, it beats a cold start); a LIGHT request takes a DATA one only when
 there is no LIGHT pool (its refill costs more than the cold start it saves). Cold
 starts run the LIGHT agent too (by default), so Python code always runs in a forked
-child of the agent, set up to behave as ``python3 main.py``.
+child of the agent, set up to behave as ``python3 main.py``. The pools grow
+with the rate of the requests of their flavour, within a memory budget
+(``runner.pool_sizing``); a request finding its pool empty waits for a container
+being prepared when the measured figures say that is faster than its next option.
 
 After creation every call addresses the container by its ``rce-sbx-…`` name (the
 socket proxy in front of the engine only lets those through), and only these
@@ -52,10 +55,12 @@ from core.errors import (
     SandboxUnavailable,
 )
 from runner import _docker_config as cfg
+from runner import pool_sizing
 from runner._docker_errors import already_gone, engine_errors
 from runner._docker_stream import AttachedStream, StreamTimeout
 from runner.base import Limits, RunRequest, RunResult
-from runner.pool import WarmPool
+from runner.pool import MAX_PARALLEL_FILLS, WarmPool
+from runner.pool_sizing import Ewma
 from runner.protocol import (
     FRAME,
     READY,
@@ -83,6 +88,25 @@ _REMOVE_RETRY_S = (0.1, 0.5, 2.0)
 #: A container still in the "created" state this long after its creation was never
 #: started (its creator died mid-way): the reaper removes it before its deadline.
 UNSTARTED_GRACE_S = 300.0
+#: Host memory one ready pooled container holds, in MB (measured: the agent alone,
+#: then with numpy, pandas and matplotlib imported).
+ENTRY_MB = {cfg.Flavour.LIGHT: 15.0, cfg.Flavour.DATA: 110.0}
+#: Memory all warm containers may hold together beyond the configured pool sizes.
+DEFAULT_POOL_BUDGET_MB = 1024.0
+#: Preparation time assumed until the pool measured one (seconds; medians measured
+#: with runc on a busy 2-core machine).
+_PREPARE_PRIOR_S = {cfg.Flavour.LIGHT: 0.25, cfg.Flavour.DATA: 1.8}
+#: Run-time samples are clipped here: a long program says nothing about start-up.
+_COST_SAMPLE_MAX_S = 5.0
+#: Run time by (wanted flavour, how it was served) assumed until measured: a hit on
+#: a warm container of that flavour, on a LIGHT one, or a cold start.
+_PATH_PRIOR_S = {
+    (cfg.Flavour.LIGHT, "light"): 0.02,
+    (cfg.Flavour.LIGHT, "cold"): 0.24,
+    (cfg.Flavour.DATA, "data"): 0.05,
+    (cfg.Flavour.DATA, "light"): 0.7,
+    (cfg.Flavour.DATA, "cold"): 0.9,
+}
 
 
 @dataclass(eq=False)
@@ -116,6 +140,8 @@ class DockerSandbox:
         max_run_timeout_s: float = 300.0,
         labels: Mapping[str, str] | None = None,
         cold_flavour: cfg.Flavour | None = cfg.Flavour.LIGHT,
+        pool_budget_mb: float = DEFAULT_POOL_BUDGET_MB,
+        pool_parallel_fills: int = MAX_PARALLEL_FILLS,
     ) -> None:
         """``client`` is a docker client or a factory for one (default: ``docker.from_env``).
 
@@ -126,6 +152,10 @@ class DockerSandbox:
         ``cold_flavour`` agent (LIGHT: Python code runs in a forked child of the agent,
         saving a second interpreter start); ``None`` runs Python as a fresh
         ``python3 main.py``, the behaviour the forked child reproduces.
+
+        The pool sizes are floors: each pool grows with the rate of the requests it
+        serves (``runner.pool_sizing``) while all the warm containers above the
+        floors fit ``pool_budget_mb``, preparing up to ``pool_parallel_fills`` at once.
         """
         self.image = image
         self.gpu = gpu
@@ -147,6 +177,11 @@ class DockerSandbox:
             ("pool_hits", "pool_misses", "containers_started", "container_failures"), 0
         )
         self._pool_max_idle_s = pool_max_idle_s
+        self._pool_budget_mb = pool_budget_mb
+        self._pool_parallel = max(1, pool_parallel_fills)
+        #: Measured run time by (wanted flavour, how it was served): what waiting for
+        #: a container still being prepared is weighed against.
+        self._path_costs = {path: Ewma(prior, alpha=0.1) for path, prior in _PATH_PRIOR_S.items()}
         self._pools: dict[cfg.Flavour, WarmPool[cfg.ContainerKey, _Container]] = {}
         for flavour, size in ((cfg.Flavour.LIGHT, pool_size), (cfg.Flavour.DATA, pool_data_size)):
             if size > 0:
@@ -156,6 +191,10 @@ class DockerSandbox:
                     destroy=self._discard,
                     max_idle_s=pool_max_idle_s,
                     healthy=lambda c: c.stream.idle_and_alive(),
+                    parallel_fills=self._pool_parallel,
+                    entry_mb=ENTRY_MB[flavour],
+                    prepare_prior_s=_PREPARE_PRIOR_S[flavour],
+                    on_tick=self._replan,
                 )
         self._exit_hook: Callable[[], None] | None = None
         if self._pools:
@@ -180,6 +219,8 @@ class DockerSandbox:
         client: ClientSource | None = None,
         max_run_timeout_s: float = 300.0,
         labels: Mapping[str, str] | None = None,
+        pool_budget_mb: float = DEFAULT_POOL_BUDGET_MB,
+        pool_parallel_fills: int = MAX_PARALLEL_FILLS,
     ) -> DockerSandbox:
         """The sandbox the service runs: its warm pools keyed by the configured ``limits``."""
         return cls(
@@ -192,6 +233,8 @@ class DockerSandbox:
             pool_limits=limits or Limits(),
             max_run_timeout_s=max_run_timeout_s,
             labels=labels,
+            pool_budget_mb=pool_budget_mb,
+            pool_parallel_fills=pool_parallel_fills,
         )
 
     # ------------------------------------------------------------------ port
@@ -200,11 +243,17 @@ class DockerSandbox:
         """Run one job in a fresh container; see ``runner.base.Sandbox.run``."""
         started = time.monotonic()
         header = encode_job_header(request)  # validates names before any container exists
-        container = self._take_pooled(request) or self._start_cold(request)
+        wanted = cfg.flavour_for(request)
+        pooled = self._take_pooled(request, wanted)
+        path = pooled[1] if pooled is not None else "cold"
+        container = pooled[0] if pooled is not None else self._start_cold(request)
         try:
-            return self._exchange(container, request, header, started)
+            result = self._exchange(container, request, header, started)
         finally:
             self._discard(container)
+        if not result.timed_out and not result.oom_killed:
+            self._note_cost(wanted, path, time.monotonic() - started)
+        return result
 
     def ping(self) -> None:
         """Raise ``SandboxError`` unless the engine answers and the image is present."""
@@ -275,18 +324,51 @@ class DockerSandbox:
         )
 
     def stats(self) -> dict[str, int]:
-        """Counters for /metrics: the warm pools (all, then per flavour) and container starts."""
+        """Counters for /metrics: the warm pools (all, then per flavour: ready, target,
+        being prepared, hits and misses) and container starts."""
         pools = {flavour: pool.stats() for flavour, pool in self._pools.items()}
         with self._stats_lock:
             counters = dict(self._counters)
-        ready = {f"pool_size_{f.value}": pools.get(f, {}).get("ready", 0) for f in cfg.Flavour}
+        per_flavour: dict[str, int] = {}
+        for flavour in cfg.Flavour:
+            got = pools.get(flavour, {})
+            per_flavour[f"pool_size_{flavour.value}"] = got.get("ready", 0)
+            per_flavour[f"pool_target_{flavour.value}"] = got.get("target", 0)
+            per_flavour[f"pool_pending_{flavour.value}"] = got.get("pending", 0)
+            per_flavour[f"pool_hits_{flavour.value}"] = got.get("hits", 0)
+            per_flavour[f"pool_misses_{flavour.value}"] = got.get("misses", 0)
+            per_flavour[f"pool_waited_{flavour.value}"] = got.get("waited", 0)
         return {
             "pool_size": sum(p["ready"] for p in pools.values()),
-            **ready,
             "pool_pending": sum(p["pending"] for p in pools.values()),
-            "pool_target": sum(p["size"] for p in pools.values()),
+            "pool_target": sum(p["target"] for p in pools.values()),
+            "pool_budget_mb": int(self._pool_budget_mb),
+            **per_flavour,
             **counters,
         }
+
+    def _replan(self) -> None:
+        """Set every pool's target from the demand it observed, within the budget."""
+        demands = {flavour.value: pool.demand() for flavour, pool in self._pools.items()}
+        plans = pool_sizing.plan(
+            demands, budget_mb=self._pool_budget_mb, max_parallel=self._pool_parallel
+        )
+        for flavour, pool in self._pools.items():
+            pool.set_plan(plans[flavour.value])
+
+    def _note_cost(self, wanted: cfg.Flavour, path: str, seconds: float) -> None:
+        cost = self._path_costs.get((wanted, path))
+        if cost is not None:
+            with self._stats_lock:
+                cost.add(min(seconds, _COST_SAMPLE_MAX_S))
+
+    def _extra_cost(self, wanted: cfg.Flavour, path: str, instead_of: str) -> float:
+        """Measured: how much slower a ``wanted`` request served by ``path`` runs than
+        one served by ``instead_of`` (0 when it is not slower)."""
+        with self._stats_lock:
+            slow = self._path_costs[(wanted, path)].value
+            fast = self._path_costs[(wanted, instead_of)].value
+        return max(0.0, slow - fast)
 
     def _count(self, name: str) -> None:
         with self._stats_lock:
@@ -390,22 +472,51 @@ class DockerSandbox:
             except ProtocolError as exc:
                 raise SandboxStartFailed("a pooled sandbox failed to start its agent") from exc
 
-    def _take_pooled(self, request: RunRequest) -> _Container | None:
-        """A warm container for ``request`` (see ``_pool_order``), or None."""
+    def _take_pooled(
+        self, request: RunRequest, wanted: cfg.Flavour
+    ) -> tuple[_Container, str] | None:
+        """A warm container for ``request`` (see ``_pool_order``) and the flavour it
+        has, or None.
+
+        With none ready, a pool may wait for a container it is preparing: when its
+        expected remaining preparation time is below the measured extra run time of
+        the next option (the next pool's ready container, or a cold start).
+        """
         if not self._pools or self._closing.is_set():
             return None
         key = self._key(request.limits)
-        for flavour in self._pool_order(cfg.flavour_for(request)):
-            container = self._pools[flavour].take(key)
+        order = self._pool_order(wanted)
+        if wanted in self._pools:
+            self._pools[wanted].record_arrival()
+            self._replan()
+        for index, flavour in enumerate(order):
+            container = self._pools[flavour].take(
+                key, alternative_s=self._wait_budget(wanted, flavour, order[index + 1 :])
+            )
             if container is None:
                 continue
             if container.deadline - time.time() < cfg.run_budget_s(request):
                 self._discard(container)
                 continue
             self._count("pool_hits")
-            return container
+            return container, flavour.value
         self._count("pool_misses")
         return None
+
+    def _wait_budget(
+        self, wanted: cfg.Flavour, here: cfg.Flavour, rest: list[cfg.Flavour]
+    ) -> float:
+        """What not waiting for a ``here`` container costs a ``wanted`` request: the
+        measured extra run time of the next option with a ready container (else of
+        a cold start) over a run on a ``here`` container; 0 (never wait) for a
+        combination without a figure (a LIGHT request on the DATA pool)."""
+        fallback = next((f.value for f in rest if self._pools[f].stats()["ready"] > 0), "cold")
+        if (wanted, here.value) not in self._path_costs or (
+            wanted,
+            fallback,
+        ) not in self._path_costs:
+            return 0.0
+        return self._extra_cost(wanted, fallback, here.value)
 
     def _pool_order(self, wanted: cfg.Flavour) -> list[cfg.Flavour]:
         """The pools a request of flavour ``wanted`` takes from, in order.

@@ -230,10 +230,11 @@ class DockerProgramSandbox:
         """A started container for the run, named for it: from the pool, else cold."""
         sandbox = self._sandbox
         name = cfg.ptc_name(key, time.time() + cfg.run_budget_s(request))
-        container = sandbox._take_pooled(request)
-        if container is None:
-            container = sandbox._start_cold(request, name=name)
-            return container.name, container.stream
+        pooled = sandbox._take_pooled(request, cfg.flavour_for(request))
+        if pooled is None:
+            cold = sandbox._start_cold(request, name=name)
+            return cold.name, cold.stream
+        container, _flavour = pooled
         try:
             self._rename(container.name, name)
         except BaseException:

@@ -7,7 +7,6 @@ the engine raises.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -16,7 +15,6 @@ from dataclasses import dataclass, field, replace
 
 from core.errors import (
     AccessDenied,
-    FileNotFound,
     InputsTooLarge,
     InvalidRequest,
     PayloadTooLarge,
@@ -268,8 +266,8 @@ def _sync(ctx: SyncContext, run: RunResult) -> tuple[list[ExecFile], int]:
         synced += out.size
         files.append(ExecFile(upload.file_id, upload.name, ctx.session_id))
     for delete in plan.deletes:
-        with contextlib.suppress(FileNotFound):  # a concurrent run of ours removed it
-            ctx.store.delete(ctx.session_id, delete.file_id)
+        # Listed before the run; a concurrent run of ours may have removed it since.
+        ctx.store.delete(ctx.session_id, delete.file_id, missing_ok=True)
     run.skipped = _reported_skips(run.skipped, skipped, ctx.max_file_bytes)
     return files, synced
 

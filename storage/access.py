@@ -130,7 +130,8 @@ def delete_file(store: SessionStore, caller: Caller, session_id: str, file_id: s
     between that read and the delete (see the module docstring).
     """
     check_modify(caller, stat_file(store, caller, session_id, file_id))
-    store.delete(session_id, file_id)
+    # Just read: no second existence check (gone meanwhile is deleted all the same).
+    store.delete(session_id, file_id, missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,8 +113,10 @@ class SessionStore(Protocol):
         """Every file of a session (empty for an unknown session), sorted by name."""
         ...
 
-    def delete(self, session_id: str, file_id: str) -> None:
-        """Remove a file. Raises ``FileNotFound`` when it is not there."""
+    def delete(self, session_id: str, file_id: str, *, missing_ok: bool = False) -> None:
+        """Remove a file. Raises ``FileNotFound`` when it is not there, unless
+        ``missing_ok`` (then a missing file is not an error, and a store that would
+        need an extra request to tell, like S3, does not make it)."""
         ...
 
     def ping(self) -> None:

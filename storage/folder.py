@@ -161,12 +161,17 @@ class FolderSessionStore:
             metas = list(self._metas(directory, session_id))
         return sorted(metas, key=lambda meta: (meta.name, meta.file_id))
 
-    def delete(self, session_id: str, file_id: str) -> None:
-        """Remove a file; ``FileNotFound`` when it is not there."""
+    def delete(self, session_id: str, file_id: str, *, missing_ok: bool = False) -> None:
+        """Remove a file; ``FileNotFound`` when it is not there (unless ``missing_ok``)."""
         directory = self._session_dir(session_id)
         check_key_part(file_id, "file id")
         with self._edge(f"delete file {file_id} of session {session_id}"):
-            meta = self._read_meta(directory, session_id, file_id)
+            try:
+                meta = self._read_meta(directory, session_id, file_id)
+            except FileNotFound:
+                if missing_ok:
+                    return
+                raise
             self._remove(directory, meta)
 
     def ping(self) -> None:

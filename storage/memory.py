@@ -68,11 +68,12 @@ class InMemorySessionStore:
             metas = [meta for (sid, _), (meta, _) in self.objects.items() if sid == session_id]
         return sorted(metas, key=lambda meta: (meta.name, meta.file_id))
 
-    def delete(self, session_id: str, file_id: str) -> None:
-        """Remove a file; ``FileNotFound`` when it is not there."""
-        self._get(session_id, file_id)
+    def delete(self, session_id: str, file_id: str, *, missing_ok: bool = False) -> None:
+        """Remove a file; ``FileNotFound`` when it is not there (unless ``missing_ok``)."""
+        check_key_part(session_id, "session id")
+        check_key_part(file_id, "file id")
         with self._lock:
-            if self.objects.pop((session_id, file_id), None) is None:
+            if self.objects.pop((session_id, file_id), None) is None and not missing_ok:
                 raise _not_found(session_id, file_id)
 
     def ping(self) -> None:

@@ -247,9 +247,11 @@ class S3SessionStore:
             metas = [meta for meta in found if meta is not None]
         return sorted(metas, key=lambda meta: (meta.name, meta.file_id))
 
-    def delete(self, session_id: str, file_id: str) -> None:
-        """Remove a file; ``FileNotFound`` when it is not there."""
-        self._head(session_id, file_id)
+    def delete(self, session_id: str, file_id: str, *, missing_ok: bool = False) -> None:
+        """Remove a file; ``FileNotFound`` when it is not there. S3 deletes a missing
+        key without complaint, so only without ``missing_ok`` is it HEADed first."""
+        if not missing_ok:
+            self._head(session_id, file_id)
         key = self._key(session_id, file_id)
         with self._edge(f"delete file {file_id} of session {session_id}"):
             self._client.delete_object(Bucket=self.bucket, Key=key)

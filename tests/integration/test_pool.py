@@ -15,12 +15,16 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import pytest
+from prometheus_client import generate_latest
 
+from handler.metrics import Metrics
+from runner import pool_sizing
 from runner.base import Language, Limits, RunRequest
 from runner.docker import DockerSandbox
 from runner.pool import WarmPool
@@ -217,6 +221,97 @@ class TestWarmPool:
         finally:
             pool.close()
 
+    def test_arrivals_grow_the_target_and_the_pool_follows(self) -> None:
+        factory = Factory(delay_s=0.05)
+        pool = WarmPool(
+            size=1,
+            create=factory.create,
+            destroy=factory.destroy,
+            max_idle_s=60,
+            parallel_fills=4,
+            prepare_prior_s=0.5,
+        )
+        pool.start("k")
+        try:
+            assert pool.wait_ready(timeout_s=5)
+            for _ in range(20):
+                pool.record_arrival()
+            demand = pool.demand()
+            assert demand.rate > 5 and demand.floor == 1
+            pool.set_plan(pool_sizing.plan({"x": demand}, budget_mb=1e9, max_parallel=4)["x"])
+            target = pool.stats()["target"]
+            assert target > 1
+            assert pool.wait_ready(timeout_s=5)
+            assert pool.stats()["ready"] == target
+        finally:
+            pool.close()
+
+    def test_a_take_waits_for_a_nearly_ready_entry_when_that_is_faster(self) -> None:
+        factory = Factory(delay_s=0.3)
+        pool = WarmPool(
+            size=1,
+            create=factory.create,
+            destroy=factory.destroy,
+            max_idle_s=60,
+            prepare_prior_s=0.3,
+        )
+        pool.start("k")
+        try:
+            assert pool.wait_ready(timeout_s=5)
+            assert pool.take("k") is not None
+            assert wait_for(lambda: pool.stats()["pending"] == 1)
+            started = time.monotonic()
+            # A cold start would cost 1 s: waiting for the refill (<= 0.3 s) is faster.
+            entry = pool.take("k", alternative_s=1.0)
+            assert entry is not None and time.monotonic() - started < 0.9
+            assert pool.stats()["waited"] == 1 and pool.stats()["hits"] == 2
+        finally:
+            pool.close()
+
+    def test_a_take_goes_cold_when_waiting_is_slower(self) -> None:
+        factory = Factory(delay_s=2.0)
+        pool = WarmPool(
+            size=1,
+            create=factory.create,
+            destroy=factory.destroy,
+            max_idle_s=60,
+            prepare_prior_s=2.0,
+        )
+        pool.start("k")
+        try:
+            assert wait_for(lambda: pool.stats()["pending"] == 1)
+            started = time.monotonic()
+            # The entry needs about 2 s more; a cold start costs 0.2 s.
+            assert pool.take("k", alternative_s=0.2) is None
+            assert time.monotonic() - started < 0.1
+            assert pool.stats()["misses"] == 1 and pool.stats()["waited"] == 0
+        finally:
+            pool.close()
+
+    def test_entries_above_a_lowered_target_are_destroyed_once_old(self) -> None:
+        now = [1000.0]
+        factory = Factory()
+        pool = WarmPool(
+            size=1,
+            create=factory.create,
+            destroy=factory.destroy,
+            max_idle_s=1e6,
+            clock=lambda: now[0],
+        )
+        pool.start("k")
+        try:
+            pool.set_plan(pool_sizing.Plan(target=3, parallel=3))
+            assert pool.wait_ready(timeout_s=5)
+            assert pool.stats()["ready"] == 3
+            pool.set_plan(pool_sizing.Plan(target=1, parallel=1))
+            time.sleep(1.5)  # a maintenance round: still young, kept
+            assert pool.stats()["ready"] == 3
+            now[0] += pool_sizing.SHRINK_AFTER_S + 1
+            assert wait_for(lambda: pool.stats()["ready"] == 1, timeout_s=5)
+            assert len(factory.destroyed) == 2
+        finally:
+            pool.close()
+
 
 @pytest.mark.docker
 class TestDockerPool:
@@ -237,7 +332,8 @@ class TestDockerPool:
         make_sandbox: Callable[..., DockerSandbox],
         case: dict[str, str],
     ) -> None:
-        box = make_sandbox(pool_size=2, pool_limits=Limits(), labels=case)
+        # No budget above the floor: exactly two, however fast the runs come.
+        box = make_sandbox(pool_size=2, pool_limits=Limits(), labels=case, pool_budget_mb=0)
         assert box.wait_pool_ready(120)
         listed = our_containers(docker_client, **{"org.rce.test-case": case["org.rce.test-case"]})
         assert len(listed) == 2
@@ -253,17 +349,66 @@ class TestDockerPool:
         now = set(self.case_containers(docker_client, case))
         assert len(now) == 2 and not now & {i.name for i in listed}
 
-    def test_an_empty_pool_goes_cold_without_waiting(
+    def test_an_empty_pool_waits_no_longer_than_a_cold_start(
         self, make_sandbox: Callable[..., DockerSandbox], case: dict[str, str]
     ) -> None:
+        """With the pool just emptied, the next run takes the refill if it is ready,
+        waits for it while under way (when measured faster), or starts cold."""
         box = make_sandbox(pool_size=1, pool_limits=Limits(), labels=case)
         assert box.wait_pool_ready(120)
         box.run(RunRequest(language=Language.PYTHON, code="print(1)"))
-        misses = box.stats()["pool_misses"]
+        before = box.stats()
         started = time.monotonic()
         result = box.run(RunRequest(language=Language.PYTHON, code="print(2)"))
         assert result.stdout == "2\n" and time.monotonic() - started < 3
-        assert box.stats()["pool_misses"] == misses + 1
+        after = box.stats()
+        hits = after["pool_hits"] - before["pool_hits"]
+        waited = after["pool_waited_light"] - before["pool_waited_light"]
+        missed = after["pool_misses"] - before["pool_misses"]
+        assert (hits, waited, missed) in ((1, 0, 0), (1, 1, 0), (0, 0, 1))
+
+    def test_a_burst_grows_the_pool_within_the_budget_and_metrics_show_it(
+        self,
+        docker_client: docker.DockerClient,
+        make_sandbox: Callable[..., DockerSandbox],
+        case: dict[str, str],
+    ) -> None:
+        """Back-to-back runs raise the light pool's target above its floor, never past
+        the memory budget (60 MB: the floor's 15 MB and three more light sandboxes),
+        and /metrics reports target, size, hits and misses per flavour."""
+        box = make_sandbox(
+            pool_size=1, pool_data_size=0, pool_limits=Limits(), labels=case, pool_budget_mb=60
+        )
+        assert box.wait_pool_ready(120)
+        targets = []
+        with ThreadPoolExecutor(3) as workers:
+            runs = [
+                workers.submit(box.run, RunRequest(language=Language.PYTHON, code="print(7)"))
+                for _ in range(18)
+            ]
+            for run in runs:
+                assert run.result().stdout == "7\n"
+                targets.append(box.stats()["pool_target_light"])
+        assert max(targets) > 1
+        assert max(targets) <= 4
+        stats = box.stats()
+        assert stats["pool_hits_light"] + stats["pool_misses_light"] == 18
+        assert stats["pool_hits_light"] >= 1
+        time.sleep(1.5)  # the refills the burst started
+        warm = our_containers(
+            docker_client, **{"org.rce.test-case": case["org.rce.test-case"], "org.rce.pool": "1"}
+        )
+        assert len(warm) <= 4
+        text = generate_latest(Metrics(sandbox_stats=box.stats).registry).decode()
+        for line in (
+            f"rce_pool_target_light {float(box.stats()['pool_target_light'])}",
+            "rce_pool_size_light ",
+            f"rce_pool_hits_light_total {float(stats['pool_hits_light'])}",
+            f"rce_pool_misses_light_total {float(stats['pool_misses_light'])}",
+            "rce_pool_target_data 0.0",
+            "rce_pool_budget_mb 60.0",
+        ):
+            assert line in text
 
     def test_changed_limits_rebuild_the_pool(
         self,
@@ -271,7 +416,8 @@ class TestDockerPool:
         make_sandbox: Callable[..., DockerSandbox],
         case: dict[str, str],
     ) -> None:
-        box = make_sandbox(pool_size=1, pool_limits=Limits(), labels=case)
+        # No budget above the floor: the miss does not grow the pool.
+        box = make_sandbox(pool_size=1, pool_limits=Limits(), labels=case, pool_budget_mb=0)
         assert box.wait_pool_ready(120)
         old = set(self.case_containers(docker_client, case))
         result = box.run(

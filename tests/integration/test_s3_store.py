@@ -4,13 +4,19 @@ bucket and credential errors, lifecycle rules, bounded expiry, metadata limits."
 from __future__ import annotations
 
 import io
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from core.errors import FileNotFound, InvalidRequest, StoragePermissionDenied, StorageUnavailable
-from core.identity import Owner
+from core.identity import Caller, Owner
 from core.ids import new_id
+from runner.base import Language, RunResult
+from runner.fake import FakeSandbox
+from runner.service import ExecPolicy, ExecRequest, execute
+from storage.access import delete_file
 from storage.base import NewFile
 from storage.s3 import LIFECYCLE_RULE_ID, S3SessionStore
 from tests.support.s3_plugin import make_s3_store, random_bucket
@@ -139,3 +145,57 @@ class TestOnSeaweed:
     def test_lifecycle_rule_is_accepted(self, seaweed_store: S3SessionStore) -> None:
         assert seaweed_store.ensure_lifecycle(48) is True
         assert seaweed_store.lifecycle_days() == 2
+
+
+class TestRequestCount:
+    """The S3 requests an exec and a file deletion make, counted on moto."""
+
+    @staticmethod
+    def count(store: S3SessionStore) -> Counter[str]:
+        calls: Counter[str] = Counter()
+
+        def seen(model: Any, **_: Any) -> None:
+            calls[model.name] += 1
+
+        store._client.meta.events.register("before-call.s3", seen)
+        return calls
+
+    def test_an_exec_heads_nothing_it_just_wrote_or_deletes(
+        self, moto_store: S3SessionStore
+    ) -> None:
+        """Per output one PutObject and one HEAD (the stored metadata), per deletion
+        one DeleteObject and no HEAD (the file was just listed)."""
+        sid = new_id()
+        alice = Caller("tenant", "user")
+        for name in ("keep.txt", "gone.txt"):
+            moto_store.put(NewFile(sid, new_id(), name, alice.as_owner()), io.BytesIO(b"x"))
+        sandbox = FakeSandbox(
+            RunResult("", "", 0), outputs={"a.txt": b"1", "b.txt": b"2"}, deleted=["gone.txt"]
+        )
+        calls = self.count(moto_store)
+        outcome = execute(
+            ExecRequest(Language.PYTHON, "x", session_id=sid),
+            alice,
+            store=moto_store,
+            sandbox=sandbox,
+            policy=ExecPolicy(),
+        )
+        assert {f.name for f in outcome.files} >= {"a.txt", "b.txt"}
+        assert dict(calls) == dict(
+            {
+                "ListObjectsV2": 1,  # the session's listing
+                "HeadObject": 4,  # its two files' metadata, then each output's
+                "GetObject": 2,  # both restored
+                "PutObject": 2,  # the two outputs
+                "DeleteObject": 1,  # the deleted input
+            }
+        )
+        assert [m.name for m in moto_store.list(sid)] == ["a.txt", "b.txt", "keep.txt"]
+
+    def test_a_file_deletion_is_one_head_and_one_delete(self, moto_store: S3SessionStore) -> None:
+        sid, alice = new_id(), Caller("tenant", "user")
+        fid = _put(moto_store, sid)
+        calls = self.count(moto_store)
+        delete_file(moto_store, alice, sid, fid)
+        assert calls == Counter({"HeadObject": 1, "DeleteObject": 1})
+        assert moto_store.list(sid) == []
