@@ -60,11 +60,11 @@ start_engine() {
   fi
   mkdir -p "$ROOT/node$n" "$RUNDIR/n$n"
   say "starting engine $n: dockerd on $(engine_sock "$n") (data root $ROOT/node$n)"
-  # Its own network namespace: a dockerd with --bridge=none deletes the host's docker0
-  # (the default engine's bridge) at start; in a namespace of its own it touches nothing
-  # of the host's network. Sandboxes have no network, and the socket is a file.
-  ip netns add "rce-cluster-n$n" 2>/dev/null || true
-  setsid ip netns exec "rce-cluster-n$n" dockerd --host "unix://$(engine_sock "$n")" --data-root "$ROOT/node$n" \
+  # Its own network namespace (unshare --net, which leaves /sys and the cgroup mounts
+  # alone, unlike ip netns exec): a dockerd with --bridge=none deletes the host's
+  # docker0 (the default engine's bridge) at start; in a namespace of its own it
+  # touches nothing of the host's network. Sandboxes have no network; the socket is a file.
+  setsid unshare --net dockerd --host "unix://$(engine_sock "$n")" --data-root "$ROOT/node$n" \
     --exec-root "$RUNDIR/n$n" --pidfile "$RUNDIR/n$n.pid" \
     --bridge=none --iptables=false --ip-masq=false --ip6tables=false \
     >>"$STATE/log/engine$n.log" 2>&1 </dev/null &
@@ -268,7 +268,6 @@ cmd_down() {
       start_engine "$n"
     fi
     stop_engine "$n"
-    ip netns del "rce-cluster-n$n" 2>/dev/null || true
   done
   stop weed 5
   if [ -f "$STATE/run/weed.ports" ]; then
