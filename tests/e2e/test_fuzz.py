@@ -1,7 +1,7 @@
 """Schema-driven fuzzing (schemathesis) of every operation in the app's OpenAPI.
 
-The app runs in-process (ASGI) on ``InMemorySessionStore`` and ``FakeSandbox``:
-fast and deterministic, so every generated request reaches the handlers, the
+The app runs in-process (ASGI) on ``InMemorySessionStore``, ``FakeSandbox`` and
+``FakeProgramSandbox``: fast and deterministic, so every generated request reaches the handlers, the
 validation and the error mapping without waiting for a container. Each operation
 gets a bounded number of examples (positive and negative generation); no answer
 may be a 5xx, and every 4xx must have the one JSON error shape.
@@ -27,6 +27,7 @@ from handler.app import create_app
 from handler.settings import Settings
 from runner.base import RunRequest, RunResult
 from runner.fake import FakeSandbox
+from runner.fake_ptc import FakeProgramSandbox
 from storage.base import NewFile
 from storage.memory import InMemorySessionStore
 
@@ -76,6 +77,7 @@ def fuzzed() -> Fuzzed:
         Settings(api_keys=KEY, log_json=False, max_body_bytes=256 * 1024, docs_access="public"),
         store=store,
         sandbox=FakeSandbox(_echo, outputs={"out.txt": b"output"}),
+        program_sandbox=FakeProgramSandbox([[("lookup", {"q": 1})]], RunResult("done\n", "", 0)),
         maintenance=False,
     )
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)

@@ -12,6 +12,7 @@ rendering: a PNG of the window's size whose pixel rows vary, unlike a blank page
 from __future__ import annotations
 
 import http.server
+import re
 import shutil
 import struct
 import subprocess
@@ -186,7 +187,7 @@ def test_status_page_in_chromium_while_execs_run(
     count; once they finish, their language and outcome rows with p50/p99."""
     with ThreadPoolExecutor(3) as pool:
         running = [
-            pool.submit(_exec, server.base_url, "import time; time.sleep(30)") for _ in range(3)
+            pool.submit(_exec, server.base_url, "import time; time.sleep(20)") for _ in range(3)
         ]
         _wait_until_running(server.base_url)
         dom = dump_dom(page_url)
@@ -196,7 +197,10 @@ def test_status_page_in_chromium_while_execs_run(
     for heading in SECTIONS:
         assert f"<h2>{heading}</h2>" in dom, dom[:3000]
     assert "Execs running now: <b>" in dom and "Execs running now: <b>0</b>" not in dom, dom
-    assert "<td>light</td><td>1</td>" in dom and "Image recipe hash" in dom
+    # The light pool's row: its target (at least its floor, 1; it grows with the load)
+    # and how many are ready.
+    assert re.search(r"<td>light</td><td>[1-9][0-9]*</td><td>[0-9]+</td>", dom), dom
+    assert "Image recipe hash" in dom
     width, height, distinct = png_rows(png)
     assert (width, height) == (WIDTH, HEIGHT)
     blank_w, blank_h, blank_distinct = png_rows(screenshot("about:blank", tmp_path / "blank.png"))
