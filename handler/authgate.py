@@ -23,6 +23,7 @@ Unix socket, whatever ``RCE_HOST`` claims.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -148,7 +149,12 @@ class AuthGate:
         try:
             caller, receive = await self._authenticate(scope, receive)
         except CodeInterpreterError as exc:
-            await send_error(send, exc)
+            # The whole answer goes out first (its Content-Length lets the client read
+            # it at once); then a small declared body is drained before the connection
+            # closes, so the client sees the 401 rather than a reset.
+            await send_error(send, exc, more_body=True)
+            await _drain_small_body(scope, receive)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         scope[CALLER_KEY] = caller
         await self.app(scope, receive, send)
@@ -217,3 +223,35 @@ def _body_key(body: bytes) -> str | None:
         return None
     key = parsed.get("LIBRECHAT_CODE_API_KEY") if isinstance(parsed, dict) else None
     return key if isinstance(key, str) else None
+
+
+#: After a refusal has been sent, a declared body of at most this many bytes is read
+#: and dropped, for at most ``LINGER_S``, before the connection closes: closing with
+#: unread bytes makes the kernel send a reset, and a client still writing a small body
+#: would see ECONNRESET instead of the 401. Larger, chunked or slow bodies are not
+#: waited for. Nothing is read before the answer is on its way.
+LINGER_BYTES = 64 * 1024
+LINGER_S = 0.25
+
+
+async def _drain_small_body(scope: Scope, receive: Receive) -> None:
+    headers = dict(scope.get("headers") or [])
+    declared = headers.get(b"content-length", b"").strip()
+    if not declared.isdigit() or not 0 < int(declared) <= LINGER_BYTES:
+        return
+    left = int(declared)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LINGER_S
+    while left > 0:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return
+        try:
+            message = await asyncio.wait_for(receive(), timeout=remaining)
+        except TimeoutError:
+            return
+        if message.get("type") != "http.request":
+            return
+        left -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return

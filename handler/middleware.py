@@ -111,7 +111,7 @@ async def _send_413(send: Send, limit: int) -> None:
     await _send_json(send, 413, "payload_too_large", f"request body is larger than {limit} bytes")
 
 
-async def send_error(send: Send, exc: CodeInterpreterError) -> None:
+async def send_error(send: Send, exc: CodeInterpreterError, *, more_body: bool = False) -> None:
     """Answer with a domain error (the one shape and status of ``handler.errors``) and
     close the connection: whatever body the client still sends is never read."""
     status = status_for(exc)
@@ -120,7 +120,7 @@ async def send_error(send: Send, exc: CodeInterpreterError) -> None:
         headers.append((b"www-authenticate", b"Bearer"))
     if isinstance(exc, Overloaded):
         headers.append((b"retry-after", str(max(1, exc.retry_after_s)).encode()))
-    await _send_json(send, status, exc.code, exc.message, headers)
+    await _send_json(send, status, exc.code, exc.message, headers, more_body=more_body)
 
 
 async def _send_json(
@@ -129,6 +129,8 @@ async def _send_json(
     code: str,
     message: str,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    more_body: bool = False,
 ) -> None:
     body = json.dumps(
         {"error": code, "message": message, "status": status, "request_id": current_request_id()}
@@ -145,4 +147,4 @@ async def _send_json(
             "headers": headers + (extra_headers or []),
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": more_body})
