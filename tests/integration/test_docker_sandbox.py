@@ -223,7 +223,10 @@ class TestLimits:
             "rce: killed after exceeding the run time limit of 2 s (RCE_RUN_TIMEOUT_S)"
             in result.stderr
         )
-        assert 2 <= elapsed < 8, elapsed
+        # Killed at the 2 s limit, not the 30 s default. The bound leaves room for a
+        # pooled request that waits for a warm container being prepared (the pool's
+        # measured waiting rule) on a busy machine.
+        assert 2 <= elapsed < 12, elapsed
 
     def test_a_program_that_closes_its_output_still_times_out(self, sandbox: DockerSandbox) -> None:
         code = "import os, time\nos.close(1)\nos.close(2)\ntime.sleep(60)\n"

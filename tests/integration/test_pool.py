@@ -492,7 +492,10 @@ class TestDockerPool:
         ]
         results = [box.run(RunRequest(language=Language.PYTHON, code=PRELOADED)) for _ in range(3)]
         assert [r.stdout for r in results] == ["False\n"] * 3
-        assert box.stats()["pool_misses"] >= 1  # the LIGHT pool ran dry: cold, not DATA
+        # The LIGHT pool ran dry: the request went cold or waited for the light
+        # container being prepared (when measured faster), never to DATA.
+        stats = box.stats()
+        assert stats["pool_misses"] + stats["pool_waited_light"] >= 1, stats
         assert warm_data in self.case_containers(docker_client, case)
         assert box.stats()["pool_size_data"] == 1
 
