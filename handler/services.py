@@ -40,8 +40,7 @@ def build_sandbox(settings: Settings) -> Sandbox:
     when ``RCE_DOCKER_HOSTS`` lists engines, one per engine behind the placement."""
     from runner.docker import DockerSandbox
 
-    engines = settings.engines()
-    if not engines:
+    def docker_sandbox(client: Any = None) -> DockerSandbox:
         return DockerSandbox.from_settings(
             image=settings.sandbox_image,
             gpu=settings.gpu_enabled,
@@ -51,28 +50,21 @@ def build_sandbox(settings: Settings) -> Sandbox:
             pool_budget_mb=settings.pool_memory_budget_mb,
             pool_parallel_fills=settings.pool_parallel_fills,
             limits=settings.limits(),
+            client=client,
             max_run_timeout_s=settings.max_run_timeout_s,
             labels=settings.container_label_map(),
         )
+
+    engines = settings.engines()
+    if not engines:
+        return docker_sandbox()
     from runner._docker_client import client_factory, probe
     from runner.docker_ptc import DockerProgramSandbox
     from runner.multi import Member, MultiEngineSandbox
 
     members = []
     for engine in engines:
-        sandbox = DockerSandbox.from_settings(
-            image=settings.sandbox_image,
-            gpu=settings.gpu_enabled,
-            runtime=settings.runtime,
-            pool_size=settings.pool_size,
-            pool_data_size=settings.pool_data_size,
-            pool_budget_mb=settings.pool_memory_budget_mb,
-            pool_parallel_fills=settings.pool_parallel_fills,
-            limits=settings.limits(),
-            client=client_factory(engine.url),
-            max_run_timeout_s=settings.max_run_timeout_s,
-            labels=settings.container_label_map(),
-        )
+        sandbox = docker_sandbox(client_factory(engine.url))
         check = probe(engine.url, settings.sandbox_image, settings.engine_probe_timeout_s)
         members.append(Member(engine.id, sandbox, check, DockerProgramSandbox(sandbox)))
     return MultiEngineSandbox(
