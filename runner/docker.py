@@ -83,8 +83,12 @@ _ATTACH = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
 POOL_READY_TIMEOUT_S = 120.0
 #: How long a pooled container may sit idle before it is replaced.
 POOL_MAX_IDLE_S = 600.0
-#: Pauses before each retry of a failed removal.
-_REMOVE_RETRY_S = (0.1, 0.5, 2.0)
+#: Pauses before each retry of a failed removal. The engine refuses to remove a
+#: container whose kill it could not confirm within its own 2 s wait; a program
+#: holding much memory on a busy host can take longer than that to die.
+_REMOVE_RETRY_S = (0.1, 0.5, 2.0, 5.0)
+#: Pauses of ``close()`` before its last tries at the removals that failed.
+_CLOSE_RETRY_S = (0.0, 1.0, 3.0)
 #: A container still in the "created" state this long after its creation was never
 #: started (its creator died mid-way): the reaper removes it before its deadline.
 UNSTARTED_GRACE_S = 300.0
@@ -311,7 +315,12 @@ class DockerSandbox:
         for closer in closers:
             closer.join()
         self._removal.shutdown(wait=True)
-        self._retry_unremoved()
+        for pause_s in _CLOSE_RETRY_S:
+            with self._unremoved_lock:
+                if not self._unremoved:
+                    break
+            time.sleep(pause_s)
+            self._retry_unremoved()
 
     # --------------------------------------------------------------- helpers
 

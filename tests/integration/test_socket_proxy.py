@@ -665,7 +665,8 @@ class TestRunnerPath:
     ) -> None:
         """``DockerSandbox`` on a client pointed at the proxy runs ``print(2+2)``."""
         client = docker.DockerClient(base_url=proxy.base_url, timeout=60)
-        sandbox = DockerSandbox(client, image=sandbox_image, labels=TEST_LABELS)
+        mine = {**TEST_LABELS, "org.rce.test-case": uuid.uuid4().hex}
+        sandbox = DockerSandbox(client, image=sandbox_image, labels=mine)
         try:
             result = sandbox.run(RunRequest(language=Language.PYTHON, code="print(2+2)"))
             assert result.stdout == "4\n", (result, proxy.log_path.read_text(errors="replace"))
@@ -673,8 +674,7 @@ class TestRunnerPath:
         finally:
             sandbox.close()
             client.close()
-        sandboxes = [f"{k}={v}" for k, v in RUN_LABELS.items()] + ["org.rce.service=rce"]
-        assert _wait_gone(engine, {"label": sandboxes})
+        assert _wait_gone(engine, {"label": [f"{k}={v}" for k, v in mine.items()]})
 
     def test_runs_the_runner_call_sequence_with_the_low_level_api(
         self, proxy: Proxy, engine: docker.DockerClient

@@ -117,6 +117,26 @@ def execute(
     return result
 
 
+#: (start time, node id) of every test, in order: names the test a leak came from.
+_STARTED: list[tuple[float, str]] = []
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    _STARTED.append((time.time(), nodeid))
+
+
+def describe_leak(item: Listed) -> str:
+    """A left container with what created it: the test running at its creation."""
+    created = item.labels.get("org.rce.created-at", "")
+    during = "?"
+    with contextlib.suppress(ValueError):
+        at = float(created)
+        during = next((node for start, node in reversed(_STARTED) if start <= at + 1), "?")
+    exec_id = item.labels.get("org.rce.exec-id", "?")
+    pooled = "pooled" if item.labels.get("org.rce.pool") else "not pooled"
+    return f"{item.name} ({item.state}, {pooled}, exec {exec_id}, created during {during})"
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     """A client of the real engine; at session end, checks nothing of ours is left."""
@@ -127,12 +147,13 @@ def docker_client() -> Iterator[docker.DockerClient]:
         service_missing(f"no Docker engine answers ({exc}); run scripts/ensure-docker.sh")
     yield client
     left = wait_until_gone(client)
+    leaks = [describe_leak(item) for item in our_containers(client) if item.name in left]
     for name in left:
         with contextlib.suppress(docker.errors.APIError):
             client.api.remove_container(name, force=True)
     client.close()
     if left:
-        pytest.fail(f"containers left behind by the tests: {left}", pytrace=False)
+        pytest.fail(f"containers left behind by the tests: {leaks or left}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
