@@ -176,8 +176,8 @@ class Settings(BaseSettings):
     pool_memory_budget_mb: float = Field(
         1024.0,
         description="Host memory (MB) the warm pools may hold above their configured sizes "
-        "when they grow with the request rate (light ~15 MB, data ~110 MB, r ~75 MB, "
-        "node ~50 MB each).",
+        "when they grow with the request rate (light ~15 MB, data ~110 MB, r ~55 MB, "
+        "node ~30 MB each).",
     )
     pool_parallel_fills: int = Field(
         4, description="Warm sandboxes prepared at once, per pool, when the rate needs it."

@@ -97,12 +97,14 @@ _CLOSE_RETRY_S = (0.0, 1.0, 3.0)
 #: started (its creator died mid-way): the reaper removes it before its deadline.
 UNSTARTED_GRACE_S = 300.0
 #: Host memory one ready pooled container holds, in MB (measured: the agent alone,
-#: then with numpy, pandas and matplotlib imported, then with R or node waiting).
+#: then with numpy, pandas and matplotlib imported; R and NODE: the container's own
+#: usage, 46 and 22 MiB by ``docker stats``, plus the ~7 MB the LIGHT figure holds
+#: beyond its 7.7 MiB).
 ENTRY_MB = {
     cfg.Flavour.LIGHT: 15.0,
     cfg.Flavour.DATA: 110.0,
-    cfg.Flavour.R: 75.0,
-    cfg.Flavour.NODE: 50.0,
+    cfg.Flavour.R: 55.0,
+    cfg.Flavour.NODE: 30.0,
 }
 #: Memory all warm containers may hold together beyond the configured pool sizes.
 DEFAULT_POOL_BUDGET_MB = 1024.0
@@ -111,8 +113,8 @@ DEFAULT_POOL_BUDGET_MB = 1024.0
 _PREPARE_PRIOR_S = {
     cfg.Flavour.LIGHT: 0.25,
     cfg.Flavour.DATA: 1.8,
-    cfg.Flavour.R: 1.0,
-    cfg.Flavour.NODE: 0.6,
+    cfg.Flavour.R: 1.2,
+    cfg.Flavour.NODE: 0.8,
 }
 #: Run-time samples are clipped here: a long program says nothing about start-up.
 _COST_SAMPLE_MAX_S = 5.0
@@ -170,12 +172,14 @@ class DockerSandbox:
         cold_flavour: cfg.Flavour | None = cfg.Flavour.LIGHT,
         pool_budget_mb: float = DEFAULT_POOL_BUDGET_MB,
         pool_parallel_fills: int = MAX_PARALLEL_FILLS,
+        language_pools: bool = True,
     ) -> None:
         """``client`` is a docker client or a factory for one (default: ``docker.from_env``).
 
         ``pool_size`` LIGHT and ``pool_data_size`` DATA containers are kept warm, and
         ``pool_r_size`` R and ``pool_node_size`` NODE ones (these pools exist, with
-        floor 0, whenever ``pool_size`` > 0: they grow only with their requests). No
+        floor 0, whenever ``pool_size`` > 0 and ``language_pools``: they grow only with
+        their requests; without them R, js and ts take LIGHT containers). No
         I/O happens here except starting the pools' background threads when a size is
         > 0 and ``pool_limits`` is given (otherwise they start with the first run's
         limits). ``labels`` are added to every container. A cold start runs the
@@ -220,7 +224,7 @@ class DockerSandbox:
             cfg.Flavour.NODE: pool_node_size,
         }
         for flavour, size in sizes.items():
-            on_demand = flavour in ON_DEMAND_FLAVOURS and pool_size > 0
+            on_demand = flavour in ON_DEMAND_FLAVOURS and pool_size > 0 and language_pools
             if size > 0 or on_demand:
                 self._pools[flavour] = WarmPool(
                     size=size,
