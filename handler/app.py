@@ -69,6 +69,7 @@ def _pool_fill_reporter(services: Services) -> PoolFillReporter | None:
         "data": settings.pool_data_size,
         "r": settings.pool_r_size,
         "node": settings.pool_node_size,
+        "java": settings.pool_java_size,
     }
     return PoolFillReporter(stats, floors)
 

@@ -49,6 +49,7 @@ def build_sandbox(settings: Settings) -> Sandbox:
             pool_data_size=settings.pool_data_size,
             pool_r_size=settings.pool_r_size,
             pool_node_size=settings.pool_node_size,
+            pool_java_size=settings.pool_java_size,
             pool_budget_mb=settings.pool_memory_budget_mb,
             pool_parallel_fills=settings.pool_parallel_fills,
             limits=settings.limits(),

@@ -101,6 +101,7 @@ def _pools_section(services: Services) -> str:
             ("data", settings.pool_data_size),
             ("r", settings.pool_r_size),
             ("node", settings.pool_node_size),
+            ("java", settings.pool_java_size),
         )
     ]
     gate = services.exec_gate

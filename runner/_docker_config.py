@@ -56,8 +56,8 @@ class Flavour(StrEnum):
     """What a warm (pooled) agent loads before its job; the value is its ``RCE_AGENT_PRELOAD``.
 
     All report ready before the job; LIGHT and DATA run Python in a forked child of
-    the agent, R and NODE hold an interpreter started and waiting for the program
-    (``rce_agent.warm``).
+    the agent, R, NODE and JAVA hold an interpreter (a JVM) started and waiting for
+    the program (``rce_agent.warm``).
     """
 
     #: python3 and the agent only: cheap to start, for most code.
@@ -68,6 +68,8 @@ class Flavour(StrEnum):
     R = "r"
     #: A node past its bootstrap: for JavaScript and TypeScript.
     NODE = "node"
+    #: A JVM whose source launcher has loaded javac: for Java.
+    JAVA = "java"
 
 
 #: The flavour each language other than Python wants (the rest: LIGHT).
@@ -75,6 +77,7 @@ LANGUAGE_FLAVOURS = {
     Language.R: Flavour.R,
     Language.JAVASCRIPT: Flavour.NODE,
     Language.TYPESCRIPT: Flavour.NODE,
+    Language.JAVA: Flavour.JAVA,
 }
 
 
@@ -101,8 +104,8 @@ def imported_modules(code: str) -> set[str]:
 
 def flavour_for(request: RunRequest) -> Flavour:
     """The warm flavour that serves ``request`` best: DATA for Python importing
-    ``DATA_MODULES``, R for R, NODE for JavaScript and TypeScript, LIGHT for everything
-    else (bash included). Only speed depends on it."""
+    ``DATA_MODULES``, R for R, NODE for JavaScript and TypeScript, JAVA for Java, LIGHT
+    for everything else (bash included). Only speed depends on it."""
     if request.language is Language.PYTHON and not imported_modules(request.code).isdisjoint(
         DATA_MODULES
     ):

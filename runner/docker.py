@@ -105,6 +105,7 @@ ENTRY_MB = {
     cfg.Flavour.DATA: 110.0,
     cfg.Flavour.R: 55.0,
     cfg.Flavour.NODE: 30.0,
+    cfg.Flavour.JAVA: 100.0,
 }
 #: Memory all warm containers may hold together beyond the configured pool sizes.
 DEFAULT_POOL_BUDGET_MB = 1024.0
@@ -115,6 +116,7 @@ _PREPARE_PRIOR_S = {
     cfg.Flavour.DATA: 1.8,
     cfg.Flavour.R: 1.2,
     cfg.Flavour.NODE: 0.8,
+    cfg.Flavour.JAVA: 2.0,
 }
 #: Run-time samples are clipped here: a long program says nothing about start-up.
 _COST_SAMPLE_MAX_S = 5.0
@@ -132,9 +134,12 @@ _PATH_PRIOR_S = {
     (cfg.Flavour.NODE, "node"): 0.05,
     (cfg.Flavour.NODE, "light"): 0.35,
     (cfg.Flavour.NODE, "cold"): 0.6,
+    (cfg.Flavour.JAVA, "java"): 0.4,
+    (cfg.Flavour.JAVA, "light"): 1.0,
+    (cfg.Flavour.JAVA, "cold"): 1.2,
 }
 #: The flavours whose pool exists whenever the LIGHT pool does (floor 0 by default).
-ON_DEMAND_FLAVOURS = (cfg.Flavour.R, cfg.Flavour.NODE)
+ON_DEMAND_FLAVOURS = (cfg.Flavour.R, cfg.Flavour.NODE, cfg.Flavour.JAVA)
 
 
 @dataclass(eq=False)
@@ -165,6 +170,7 @@ class DockerSandbox:
         pool_data_size: int = 0,
         pool_r_size: int = 0,
         pool_node_size: int = 0,
+        pool_java_size: int = 0,
         pool_limits: Limits | None = None,
         pool_max_idle_s: float = POOL_MAX_IDLE_S,
         max_run_timeout_s: float = 300.0,
@@ -177,9 +183,10 @@ class DockerSandbox:
         """``client`` is a docker client or a factory for one (default: ``docker.from_env``).
 
         ``pool_size`` LIGHT and ``pool_data_size`` DATA containers are kept warm, and
-        ``pool_r_size`` R and ``pool_node_size`` NODE ones (these pools exist, with
+        ``pool_r_size`` R, ``pool_node_size`` NODE and ``pool_java_size`` JAVA ones
+        (these pools exist, with
         floor 0, whenever ``pool_size`` > 0 and ``language_pools``: they grow only with
-        their requests; without them R, js and ts take LIGHT containers). No
+        their requests; without them R, js, ts and java take LIGHT containers). No
         I/O happens here except starting the pools' background threads when a size is
         > 0 and ``pool_limits`` is given (otherwise they start with the first run's
         limits). ``labels`` are added to every container. A cold start runs the
@@ -222,6 +229,7 @@ class DockerSandbox:
             cfg.Flavour.DATA: pool_data_size,
             cfg.Flavour.R: pool_r_size,
             cfg.Flavour.NODE: pool_node_size,
+            cfg.Flavour.JAVA: pool_java_size,
         }
         for flavour, size in sizes.items():
             on_demand = flavour in ON_DEMAND_FLAVOURS and pool_size > 0 and language_pools
@@ -259,6 +267,7 @@ class DockerSandbox:
         pool_data_size: int = 0,
         pool_r_size: int = 0,
         pool_node_size: int = 0,
+        pool_java_size: int = 0,
         limits: Limits | None = None,
         client: ClientSource | None = None,
         max_run_timeout_s: float = 300.0,
@@ -276,6 +285,7 @@ class DockerSandbox:
             pool_data_size=pool_data_size,
             pool_r_size=pool_r_size,
             pool_node_size=pool_node_size,
+            pool_java_size=pool_java_size,
             pool_limits=limits or Limits(),
             max_run_timeout_s=max_run_timeout_s,
             labels=labels,

@@ -250,8 +250,8 @@ def test_the_table_covers_every_attack_in_every_language() -> None:
     assert all(set(programs) == ATTACKS for programs in PROGRAMS.values())
 
 
-#: (language, pool): every language in a LIGHT container, js and r in their own too.
-CASES = [(lang, "light") for lang in LANGS] + [("js", "own"), ("r", "own")]
+#: (language, pool): every language in a LIGHT container, js, r and java in their own too.
+CASES = [(lang, "light") for lang in LANGS] + [(lang, "own") for lang in ("js", "r", "java")]
 
 
 def pool_of(
@@ -261,7 +261,7 @@ def pool_of(
     pool: str,
     limits: Limits,
 ) -> DockerSandbox:
-    """A LIGHT pool of one only ("light"), or with a warm R and node kept too ("own")."""
+    """A LIGHT pool of one only ("light"), or with a warm R, node and JVM too ("own")."""
     own = pool == "own"
     return DockerSandbox(
         docker_client,
@@ -270,6 +270,7 @@ def pool_of(
         pool_size=1,
         pool_r_size=int(own),
         pool_node_size=int(own),
+        pool_java_size=int(own),
         pool_limits=limits,
         language_pools=own,
     )

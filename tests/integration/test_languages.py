@@ -188,7 +188,7 @@ def test_the_table_covers_every_language() -> None:
 
 
 #: Languages with a warm flavour of their own (an interpreter waiting for the job).
-WARM_LANGS = ["js", "ts", "r"]
+WARM_LANGS = ["js", "ts", "r", "java"]
 #: (language, pool): every language in the LIGHT pool, those above in their own too.
 CASES = [(lang, "light") for lang in LANGS] + [(lang, "own") for lang in WARM_LANGS]
 
@@ -214,7 +214,7 @@ def warm(
 def warm_own(
     docker_client: docker.DockerClient, sandbox_image: str, run_labels: dict[str, str]
 ) -> Iterator[DockerSandbox]:
-    """A warm R and a warm node kept ready (floors of 1)."""
+    """A warm R, node and JVM kept ready (floors of 1)."""
     box = DockerSandbox(
         docker_client,
         image=sandbox_image,
@@ -222,6 +222,7 @@ def warm_own(
         pool_size=1,
         pool_r_size=1,
         pool_node_size=1,
+        pool_java_size=1,
         pool_limits=Limits(),
     )
     yield box
@@ -244,8 +245,8 @@ def run(box: DockerSandbox, lang: str, case: str, **kwargs: object):  # type: ig
 
 
 def test_the_own_flavour_serves_its_languages(warm_own: DockerSandbox) -> None:
-    """R, js and ts hit the pools of their flavours (and not the LIGHT one)."""
-    for lang, flavour in (("r", "r"), ("js", "node"), ("ts", "node")):
+    """R, js, ts and java hit the pools of their flavours (and not the LIGHT one)."""
+    for lang, flavour in (("r", "r"), ("js", "node"), ("ts", "node"), ("java", "java")):
         assert warm_own.wait_pool_ready(120)
         before = warm_own.stats()
         result = run(warm_own, lang, "hello")
@@ -347,6 +348,16 @@ SAME_EITHER_WAY = {
         " throw new Error('boom')",
     ],
     "ts": ["const n: number = process.argv.length; console.log(n, process.argv.slice(2))"],
+    "java": [
+        "public class Main { public static void main(String[] a) throws Exception {"
+        ' System.out.println(String.join("|", a) + " " + System.getProperty("sun.java.command")'
+        ' + " " + System.getProperty("user.dir") + " " + System.getProperty("java.class.path"));'
+        ' new java.io.FileWriter("out.txt").append("x").close();'
+        ' throw new IllegalStateException("boom"); } }',
+        "public class Main { public static void main(String[] a) { int x = ; } }",
+        "class Helper {} public class Main { public static void main(String[] a) {"
+        " System.out.println(new Helper() != null); } }",
+    ],
 }
 
 
@@ -356,8 +367,8 @@ SAME_EITHER_WAY = {
 def test_a_warm_interpreter_behaves_as_a_fresh_one(
     warm: DockerSandbox, warm_own: DockerSandbox, lang: str, code: str
 ) -> None:
-    """stdout, stderr, exit code and outputs are those of ``Rscript main.R`` and
-    ``node main.js`` (R's temporary session directory aside)."""
+    """stdout, stderr, exit code and outputs are those of ``Rscript main.R``,
+    ``node main.js`` and ``java Main.java`` (R's temporary session directory aside)."""
     results = []
     for box in (warm, warm_own):
         assert box.wait_pool_ready(120)

@@ -183,10 +183,11 @@ class TestFlavour:
             (Language.JAVASCRIPT, cfg.Flavour.NODE),
             (Language.TYPESCRIPT, cfg.Flavour.NODE),
             (Language.C, cfg.Flavour.LIGHT),
-            (Language.JAVA, cfg.Flavour.LIGHT),
+            (Language.JAVA, cfg.Flavour.JAVA),
+            (Language.GO, cfg.Flavour.LIGHT),
         ],
     )
-    def test_r_js_and_ts_want_their_warm_interpreter(
+    def test_r_js_ts_and_java_want_their_warm_interpreter(
         self, lang: Language, flavour: cfg.Flavour
     ) -> None:
         assert cfg.flavour_for(RunRequest(language=lang, code="library(pandas)")) is flavour

@@ -31,6 +31,17 @@ module``, stack traces and exit codes as with ``node main.js``. For TypeScript, 
 first runs esbuild in the build directory; its failure ends the run with its exit
 code, as the cold plan's ``|| exit``. Only the process age
 (``performance.now()``, ``process.uptime()``) differs.
+
+java: the child is ``java FLAGS --add-exports <the launcher's package> BOOT.java
+FIFO``: the source launcher compiles BOOT (loading and warming javac) and runs it;
+BOOT reads the job (source path and arguments), sets ``sun.java.command`` to the
+cold value and calls the source launcher's own ``Main.main`` for the program, on the
+JVM's main thread: the program is compiled in memory and run as by ``java
+Main.java args...`` (compile errors, exit codes, the uncaught exception's trace,
+which BOOT pads so the outer launcher trims it to what a cold run prints). What
+differs: the ``--add-exports`` among the JVM's input arguments (and granted to the
+program's compilation) and the JVM's age. Only the single-file case runs warm (the
+``javac`` + ``java`` plan of a file whose public class is not its first stays cold).
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ from dataclasses import dataclass
 
 from rce_agent.langs.base import WarmRun
 from rce_agent.langs.interpreted import node
+from rce_agent.langs.java import jvm_flags
 from rce_agent.supervise import spawn
 
 #: What a warm interpreter writes on its stdout once it waits for the job.
@@ -55,7 +67,9 @@ READY = b"rce-ready\n"
 #: Longest wait for it (the pool waits longer for the agent's own READY frame).
 READY_TIMEOUT_S = 60.0
 #: The RCE_AGENT_PRELOAD values that start an interpreter, and its kind.
-FLAVOURS = {"r": "r", "node": "node"}
+FLAVOURS = {"r": "r", "node": "node", "java": "java"}
+#: The package of the JDK's source launcher, which the java boot class calls.
+JAVA_LAUNCHER_EXPORT = "jdk.compiler/com.sun.tools.javac.launcher=ALL-UNNAMED"
 #: The R front end ``Rscript`` execs.
 R_BIN = "/usr/lib/R/bin/R"
 #: Files R reads at start-up from its working directory (the workspace).
@@ -96,6 +110,43 @@ _NODE_BOOT = """'use strict';
 """
 
 
+_JAVA_BOOT = """import java.io.ByteArrayOutputStream;
+import java.io.FileInputStream;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
+
+/** rce: a warm JVM waiting for its job (rce_agent.warm). */
+public class RceWarmJavaBoot {
+    public static void main(String[] a) throws Throwable {
+        String[] job;
+        try (InputStream in = new FileInputStream(a[0])) {
+            System.out.write(%(ready)s.getBytes(StandardCharsets.UTF_8));
+            System.out.flush();
+            ByteArrayOutputStream buf = new ByteArrayOutputStream();
+            byte[] chunk = new byte[65536];
+            for (int n; (n = in.read(chunk)) > 0; ) buf.write(chunk, 0, n);
+            job = new String(buf.toByteArray(), StandardCharsets.UTF_8).split("\\0", -1);
+        }
+        String launcher = "jdk.compiler/com.sun.tools.javac.launcher.Main ";
+        System.setProperty("sun.java.command", launcher + String.join(" ", job));
+        try {
+            com.sun.tools.javac.launcher.Main.main(job);
+        } catch (Throwable t) {
+            // The launcher running this class cuts as many frames off the trace as lie
+            // below this method: append them, so it leaves the program's own trace.
+            StackTraceElement[] mine = new Throwable().getStackTrace();
+            StackTraceElement[] st = t.getStackTrace();
+            StackTraceElement[] padded = Arrays.copyOf(st, st.length + mine.length - 1);
+            System.arraycopy(mine, 1, padded, st.length, mine.length - 1);
+            t.setStackTrace(padded);
+            throw t;
+        }
+    }
+}
+"""
+
+
 @dataclass(frozen=True)
 class Launch:
     """How to start one warm interpreter: its argv and what to write to the FIFO first."""
@@ -115,6 +166,11 @@ def launch_for(kind: str, fifo: str, warm_dir: str, main: str) -> Launch | None:
         with open(boot, "w", encoding="utf-8") as fh:
             fh.write(_NODE_BOOT % {"fifo": json.dumps(fifo), "ready": json.dumps(READY.decode())})
         return Launch([*node(), "-r", boot, main])
+    if kind == "java" and shutil.which("java"):
+        boot = os.path.join(warm_dir, "RceWarmJavaBoot.java")
+        with open(boot, "w", encoding="utf-8") as fh:
+            fh.write(_JAVA_BOOT % {"ready": json.dumps(READY.decode())})
+        return Launch(["java", *jvm_flags(), "--add-exports", JAVA_LAUNCHER_EXPORT, boot, fifo])
     return None
 
 
@@ -148,6 +204,12 @@ def node_feed(run: WarmRun, args: Sequence[str]) -> bytes:
     """What the FIFO carries for a node job (read by the boot script)."""
     job = {"main": run.main, "args": list(args), "compile": run.compile, "build_dir": run.build_dir}
     return json.dumps(job).encode("utf-8")
+
+
+def java_feed(run: WarmRun, args: Sequence[str]) -> bytes:
+    """What the FIFO carries for a java job: the source path and the arguments,
+    NUL-separated (the boot class's ``String[]`` for the launcher)."""
+    return "\0".join([run.main, *args]).encode("utf-8")
 
 
 def _plain(args: Sequence[str]) -> bool:
@@ -257,6 +319,8 @@ class WarmChild:
                 return None
             with open(run.main, "rb") as fh:
                 return r_feed(run.main, fh.read(), args)
+        if self.kind == "java":
+            return java_feed(run, args)
         return node_feed(run, args)
 
     def take(

@@ -16,7 +16,7 @@ import pytest
 from rce_agent import warm
 from rce_agent.langs.base import WarmRun
 from rce_agent.supervise import Reaper, exit_code_of, supervise
-from rce_agent.warm import Launch, WarmChild, node_feed, r_feed
+from rce_agent.warm import Launch, WarmChild, java_feed, node_feed, r_feed
 
 #: A stand-in interpreter: opens the FIFO, says it is ready, reads the job to EOF,
 #: prints it and exits 3.
@@ -162,6 +162,16 @@ def test_the_node_feed_is_json() -> None:
         "compile": ["esbuild", "main.ts"],
         "build_dir": "/b",
     }
+
+
+def test_the_java_feed_is_the_launchers_arguments() -> None:
+    run = WarmRun("java", "/b/Main.java")
+    assert java_feed(run, ["a b", "", "é"]).split(b"\0") == [
+        b"/b/Main.java",
+        b"a b",
+        b"",
+        "é".encode(),
+    ]
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="no node on this machine")
