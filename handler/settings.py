@@ -183,7 +183,7 @@ class Settings(BaseSettings):
         1024.0,
         description="Host memory (MB) the warm pools may hold above their configured sizes "
         "when they grow with the request rate (light ~15 MB, data ~110 MB, r ~55 MB, "
-        "node ~30 MB, java ~100 MB each).",
+        "node ~30 MB, java ~55 MB each).",
     )
     pool_parallel_fills: int = Field(
         4, description="Warm sandboxes prepared at once, per pool, when the rate needs it."

@@ -97,15 +97,15 @@ _CLOSE_RETRY_S = (0.0, 1.0, 3.0)
 #: started (its creator died mid-way): the reaper removes it before its deadline.
 UNSTARTED_GRACE_S = 300.0
 #: Host memory one ready pooled container holds, in MB (measured: the agent alone,
-#: then with numpy, pandas and matplotlib imported; R and NODE: the container's own
-#: usage, 46 and 22 MiB by ``docker stats``, plus the ~7 MB the LIGHT figure holds
-#: beyond its 7.7 MiB).
+#: then with numpy, pandas and matplotlib imported; R, NODE and JAVA: the container's
+#: own usage, 46, 22 and 45 MiB by ``docker stats``, plus the ~7 MB the LIGHT figure
+#: holds beyond its 7.7 MiB).
 ENTRY_MB = {
     cfg.Flavour.LIGHT: 15.0,
     cfg.Flavour.DATA: 110.0,
     cfg.Flavour.R: 55.0,
     cfg.Flavour.NODE: 30.0,
-    cfg.Flavour.JAVA: 100.0,
+    cfg.Flavour.JAVA: 55.0,
 }
 #: Memory all warm containers may hold together beyond the configured pool sizes.
 DEFAULT_POOL_BUDGET_MB = 1024.0
