@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -41,12 +42,16 @@ from runner.multi import Member, MultiEngineSandbox
 LABELS = {"org.rce.bench": "cluster_bench"}
 
 
+#: The topology's load balancer port: it names the instance's sockets (local/cluster.sh).
+CLUSTER_PORT = int(os.environ.get("RCE_CLUSTER_PORT", "18100"))
+
+
 def engine_sock(n: int) -> str:
-    return f"unix:///var/run/rce-cluster-node{n}.sock"
+    return f"unix:///var/run/rce-cluster-{CLUSTER_PORT}-node{n}.sock"
 
 
 def proxy_sock(n: int) -> str:
-    return f"unix:///run/rce-cluster/proxy{n}.sock"
+    return f"unix:///run/rce-cluster-{CLUSTER_PORT}/proxy{n}.sock"
 
 
 def rate(work: Callable[[int], None], threads: int, seconds: float) -> tuple[float, int]:

@@ -23,7 +23,10 @@
 # Settings (environment):
 #   RCE_CLUSTER_DIR        state, logs, pid files, keys (default .rce/cluster)
 #   RCE_CLUSTER_ROOT       engines' data roots and the image tar (default /var/lib/rce-cluster)
-#   RCE_CLUSTER_PORT       the load balancer's port (default 18100; replicas use the next 3)
+#   RCE_CLUSTER_PORT       the load balancer's port (default 18100; replicas use the next 3).
+#                          It also names the instance: engines' sockets, exec roots and
+#                          data roots carry it, so two topologies on other ports (a
+#                          developer's and the e2e test's) never share an engine.
 #   RCE_CLUSTER_NODES      engines (default 3); RCE_CLUSTER_REPLICAS API replicas (default 3)
 #   RCE_POOL_SIZE, RCE_POOL_DATA_SIZE   warm sandboxes per engine per replica (default 1, 0)
 #   RCE_IMAGE_NAME         the sandbox image (default custom-rce-kernel:latest)
@@ -34,20 +37,23 @@ cd "$(dirname "$0")/.."
 
 export RCE_LOCAL_DIR="${RCE_CLUSTER_DIR:-.rce/cluster}"
 ROOT="${RCE_CLUSTER_ROOT:-/var/lib/rce-cluster}"
-RUNDIR="/run/rce-cluster"
 LB_PORT="${RCE_CLUSTER_PORT:-18100}"
+RUNDIR="/run/rce-cluster-$LB_PORT"
 NODES="${RCE_CLUSTER_NODES:-3}"
 REPLICAS="${RCE_CLUSTER_REPLICAS:-3}"
 IMAGE="${RCE_IMAGE_NAME:-custom-rce-kernel:latest}"
 export RCE_LOCAL_BUCKET=rce-cluster
-# SeaweedFS ports of the cluster, away from local/up.sh's defaults.
-export RCE_LOCAL_MASTER_PORT="${RCE_LOCAL_MASTER_PORT:-19333}"
-export RCE_LOCAL_VOLUME_PORT="${RCE_LOCAL_VOLUME_PORT:-18080}"
-export RCE_LOCAL_FILER_PORT="${RCE_LOCAL_FILER_PORT:-18888}"
-export RCE_LOCAL_S3_PORT="${RCE_LOCAL_S3_PORT:-18333}"
+# SeaweedFS ports of the cluster, away from local/up.sh's defaults, shifted with the
+# balancer's port so that two instances never share one.
+SHIFT=$((LB_PORT - 18100))
+export RCE_LOCAL_MASTER_PORT="${RCE_LOCAL_MASTER_PORT:-$((19333 + SHIFT))}"
+export RCE_LOCAL_VOLUME_PORT="${RCE_LOCAL_VOLUME_PORT:-$((18080 + SHIFT))}"
+export RCE_LOCAL_FILER_PORT="${RCE_LOCAL_FILER_PORT:-$((18888 + SHIFT))}"
+export RCE_LOCAL_S3_PORT="${RCE_LOCAL_S3_PORT:-$((18333 + SHIFT))}"
 source local/lib.sh
 
-engine_sock() { echo "/var/run/rce-cluster-node$1.sock"; }
+engine_sock() { echo "/var/run/rce-cluster-$LB_PORT-node$1.sock"; }
+data_root() { echo "$ROOT/p$LB_PORT/node$1"; }
 proxy_sock() { echo "$RUNDIR/proxy$1.sock"; }
 dk() { local n="$1"; shift; docker -H "unix://$(engine_sock "$n")" "$@"; }
 engine_answers() { timeout 5 docker -H "unix://$(engine_sock "$1")" version >/dev/null 2>&1; }
@@ -58,13 +64,13 @@ start_engine() {
     say "engine $n already runs (pid $(cat "$STATE/run/engine$n.pid"))"
     return
   fi
-  mkdir -p "$ROOT/node$n" "$RUNDIR/n$n"
-  say "starting engine $n: dockerd on $(engine_sock "$n") (data root $ROOT/node$n)"
+  mkdir -p "$(data_root "$n")" "$RUNDIR/n$n"
+  say "starting engine $n: dockerd on $(engine_sock "$n") (data root $(data_root "$n"))"
   # Its own network namespace (unshare --net, which leaves /sys and the cgroup mounts
   # alone, unlike ip netns exec): a dockerd with --bridge=none deletes the host's
   # docker0 (the default engine's bridge) at start; in a namespace of its own it
   # touches nothing of the host's network. Sandboxes have no network; the socket is a file.
-  setsid unshare --net dockerd --host "unix://$(engine_sock "$n")" --data-root "$ROOT/node$n" \
+  setsid unshare --net dockerd --host "unix://$(engine_sock "$n")" --data-root "$(data_root "$n")" \
     --exec-root "$RUNDIR/n$n" --pidfile "$RUNDIR/n$n.pid" \
     --bridge=none --iptables=false --ip-masq=false --ip6tables=false \
     >>"$STATE/log/engine$n.log" 2>&1 </dev/null &
@@ -216,6 +222,8 @@ stop_engine() {
     fi
     stop "engine$n" 5
   fi
+  # dockerd bind-mounts its data root onto itself; a killed one leaves that mount.
+  while mountpoint -q "$(data_root "$n")"; do umount "$(data_root "$n")" || break; done
   rm -f "$(engine_sock "$n")" "$(proxy_sock "$n")"
 }
 
@@ -280,8 +288,11 @@ cmd_down() {
   fi
   rm -rf "$STATE/weed"
   if [ "${1:-}" = "--purge" ]; then
-    say "removing the engines' data roots and the image tar under $ROOT"
-    rm -rf "$ROOT"
+    say "removing the engines' data roots under $ROOT/p$LB_PORT"
+    rm -rf "${ROOT:?}/p$LB_PORT"
+    if [ -z "$(find "$ROOT" -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ]; then
+      rm -rf "$ROOT"  # the last instance: the image tar goes too
+    fi
   fi
   say "the cluster is down"
 }
