@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.errors import InvalidRequest, SandboxUnavailable
 from handler.auth import with_asserted_user
 from handler.logs import current_request_id
-from handler.routes import CallerDep, ServicesDep, _run_exec, router_tags
+from handler.routes import CallerDep, ServicesDep, _run_exec, file_refs, router_tags
 from handler.schemas import ExecIn, ExecOut, FileRefIn
 from handler.services import Services
 from runner.base import Language, parse_language
@@ -40,7 +40,6 @@ from runner.ptc import (
     start_program,
     workspace_session_id,
 )
-from runner.service import FileRef
 
 REQUEST_ID_HEADER = "x-librechat-code-request-id"
 WORKSPACE_HEADER = "x-librechat-code-workspace-id"
@@ -87,16 +86,6 @@ def _ports(services: Services) -> ProgramPorts:
     if services.programs is None:
         raise SandboxUnavailable("programmatic tool calling needs the Docker sandbox")
     return services.programs
-
-
-def _refs(body: ProgrammaticIn) -> tuple[FileRef, ...]:
-    refs = []
-    for item in body.files or ():
-        session_id = item.storage_session_id or item.session_id or body.session_id
-        if not session_id:
-            raise InvalidRequest(f"files[]: {item.id!r} has no storage_session_id or session_id")
-        refs.append(FileRef(file_id=item.id, session_id=session_id, name=item.name))
-    return tuple(refs)
 
 
 def _answer(answer: ProgramAnswer) -> dict[str, Any]:
@@ -152,7 +141,7 @@ def _start(
         code=body.code,
         tools=tuple(tools),
         session_id=body.session_id or None,
-        files=_refs(body),
+        files=file_refs(body.files, body.session_id),
         timeout_s=body.timeout / 1000 if body.timeout is not None else None,
         request_id=_request_id(request),
     )

@@ -31,7 +31,15 @@ from core.ids import check_id, is_valid_id
 from handler.auth import with_asserted_user
 from handler.authgate import caller_of
 from handler.logs import current_request_id
-from handler.schemas import ExecIn, ExecOut, UploadedOut, UploadOut, file_entry, object_info
+from handler.schemas import (
+    ExecIn,
+    ExecOut,
+    FileRefIn,
+    UploadedOut,
+    UploadOut,
+    file_entry,
+    object_info,
+)
 from handler.services import Services
 from runner.base import parse_language
 from runner.service import ExecRequest, FileRef, execute
@@ -73,10 +81,11 @@ CallerDep = Annotated[Caller, Depends(caller)]
 router_tags: list[str | Enum] = ["code interpreter"]
 
 
-def _refs(body: ExecIn) -> tuple[FileRef, ...]:
+def file_refs(files: list[FileRefIn] | None, default_session: str | None) -> tuple[FileRef, ...]:
+    """The request's input files; one without a session of its own is in the request's."""
     refs = []
-    for item in body.files or ():
-        session_id = item.storage_session_id or item.session_id or body.session_id
+    for item in files or ():
+        session_id = item.storage_session_id or item.session_id or default_session
         if not session_id:
             raise InvalidRequest(f"files[]: {item.id!r} has no storage_session_id or session_id")
         refs.append(FileRef(file_id=item.id, session_id=session_id, name=item.name))
@@ -97,7 +106,7 @@ def _run_exec(services: Services, who: Caller, body: ExecIn, request_id: str) ->
         code=body.code,
         args=tuple(body.args or ()),
         session_id=body.session_id or None,
-        files=_refs(body),
+        files=file_refs(body.files, body.session_id),
         timeout_s=body.timeout / 1000 if body.timeout is not None else None,
         exec_id=request_id,
     )

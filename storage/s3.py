@@ -218,15 +218,7 @@ class S3SessionStore:
             response = self._client.get_object(Bucket=self.bucket, Key=key)
         body = response["Body"]
         try:
-            meta = meta_from_s3(
-                session_id,
-                file_id,
-                response.get("Metadata", {}),
-                content_type=response.get("ContentType", ""),
-                size=response.get("ContentLength", 0),
-                last_modified=response["LastModified"],
-                etag=response.get("ETag", ""),
-            )
+            meta = _response_meta(session_id, file_id, response)
         except StorageError:
             body.close()
             raise
@@ -422,15 +414,7 @@ class S3SessionStore:
         action = f"read file {file_id} of session {session_id}"
         with self._edge(action, missing=_not_found(session_id, file_id)):
             response = self._client.head_object(Bucket=self.bucket, Key=key)
-        return meta_from_s3(
-            session_id,
-            file_id,
-            response.get("Metadata", {}),
-            content_type=response.get("ContentType", ""),
-            size=response.get("ContentLength", 0),
-            last_modified=response["LastModified"],
-            etag=response.get("ETag", ""),
-        )
+        return _response_meta(session_id, file_id, response)
 
     def _head_or_none(self, session_id: str, file_id: str) -> FileMeta | None:
         try:
@@ -526,3 +510,16 @@ class S3SessionStore:
             and rule.get("Expiration", {}).get("Days") == days
             and prefix == self.prefix
         )
+
+
+def _response_meta(session_id: str, file_id: str, response: Mapping[str, Any]) -> FileMeta:
+    """The metadata of a GET or HEAD answer (the same headers in both)."""
+    return meta_from_s3(
+        session_id,
+        file_id,
+        response.get("Metadata", {}),
+        content_type=response.get("ContentType", ""),
+        size=response.get("ContentLength", 0),
+        last_modified=response["LastModified"],
+        etag=response.get("ETag", ""),
+    )
