@@ -20,6 +20,7 @@ from typing import Any
 from docker.types import DeviceRequest
 
 from runner.base import Language, Limits, RunRequest
+from runner.network import SandboxNetwork
 
 NAME_PREFIX = "rce-sbx-"
 SANDBOX_USER = "1000:1000"
@@ -157,10 +158,26 @@ class ContainerKey:
     tmp_bytes: int
     max_open_files: int
     network_enabled: bool
+    #: The Docker network of a sandbox with network (``None``: the default bridge).
+    network: str | None = None
+    #: Environment that goes with the network (the egress proxy's address).
+    network_env: tuple[str, ...] = ()
 
 
-def container_key(image: str, limits: Limits, *, gpu: bool, runtime: str | None) -> ContainerKey:
-    """The container-shaping part of ``limits`` (not the per-run ones such as the timeout)."""
+def container_key(
+    image: str,
+    limits: Limits,
+    *,
+    gpu: bool,
+    runtime: str | None,
+    network: SandboxNetwork | None = None,
+) -> ContainerKey:
+    """The container-shaping part of ``limits`` (not the per-run ones such as the timeout).
+
+    ``network`` (the configured ``RCE_NETWORK_MODE``) names the network a sandbox with
+    ``limits.network_enabled`` joins; without it such a sandbox joins the default bridge.
+    """
+    joined = network if network is not None and network.enabled else None
     return ContainerKey(
         image=image,
         gpu=gpu,
@@ -172,6 +189,8 @@ def container_key(image: str, limits: Limits, *, gpu: bool, runtime: str | None)
         tmp_bytes=limits.tmp_bytes,
         max_open_files=limits.max_open_files,
         network_enabled=limits.network_enabled,
+        network=joined.name if joined and limits.network_enabled else None,
+        network_env=joined.env if joined and limits.network_enabled else (),
     )
 
 
@@ -198,11 +217,18 @@ def _tmpfs(size: int, extra: str, *, exec_: bool = False) -> str:
     return f"rw,nosuid,nodev,{'exec' if exec_ else 'noexec'},size={size},{extra}"
 
 
+def network_mode(key: ContainerKey) -> str:
+    """``HostConfig.NetworkMode``: ``none`` unless the sandbox has a network."""
+    if not key.network_enabled:
+        return "none"
+    return key.network or "bridge"
+
+
 def host_config(key: ContainerKey) -> dict[str, Any]:
     """The ``HostConfig`` of a sandbox: every limit and every hardening."""
     fsize = max(key.workspace_bytes, key.tmp_bytes)
     config: dict[str, Any] = {
-        "NetworkMode": "bridge" if key.network_enabled else "none",
+        "NetworkMode": network_mode(key),
         "CapDrop": ["ALL"],
         "SecurityOpt": ["no-new-privileges"],
         "Privileged": False,
@@ -250,7 +276,8 @@ def create_body(
         "Cmd": list(AGENT_CMD),
         "User": SANDBOX_USER,
         "WorkingDir": WORKDIR,
-        "Env": [f"{PRELOAD_ENV}={warm.value}"] if warm is not None else [],
+        "Env": ([f"{PRELOAD_ENV}={warm.value}"] if warm is not None else [])
+        + list(key.network_env),
         "Labels": container_labels,
         "AttachStdin": True,
         "AttachStdout": True,
@@ -261,6 +288,6 @@ def create_body(
         # container and is attached to again for each round of tool results.
         "StdinOnce": False,
         "Tty": False,
-        "NetworkDisabled": not key.network_enabled,
+        "NetworkDisabled": network_mode(key) == "none",
         "HostConfig": host_config(key),
     }

@@ -59,6 +59,7 @@ from runner import pool_sizing
 from runner._docker_errors import already_gone, engine_errors
 from runner._docker_stream import AttachedStream, StreamTimeout
 from runner.base import Limits, RunRequest, RunResult
+from runner.network import SandboxNetwork
 from runner.pool import MAX_PARALLEL_FILLS, WarmPool
 from runner.pool_sizing import Ewma
 from runner.protocol import (
@@ -137,6 +138,7 @@ class DockerSandbox:
         image: str,
         gpu: bool = False,
         runtime: str | None = None,
+        network: SandboxNetwork | None = None,
         pool_size: int = 0,
         pool_data_size: int = 0,
         pool_limits: Limits | None = None,
@@ -164,6 +166,7 @@ class DockerSandbox:
         self.image = image
         self.gpu = gpu
         self.runtime = runtime
+        self.network = network
         self._client_source: ClientSource = client if client is not None else docker.from_env
         self._client: docker.APIClient | None = None
         self._client_lock = threading.Lock()
@@ -217,6 +220,7 @@ class DockerSandbox:
         image: str,
         gpu: bool = False,
         runtime: str | None = None,
+        network: SandboxNetwork | None = None,
         pool_size: int = 0,
         pool_data_size: int = 0,
         limits: Limits | None = None,
@@ -232,6 +236,7 @@ class DockerSandbox:
             image=image,
             gpu=gpu,
             runtime=runtime,
+            network=network,
             pool_size=pool_size,
             pool_data_size=pool_data_size,
             pool_limits=limits or Limits(),
@@ -393,7 +398,9 @@ class DockerSandbox:
             return self._client
 
     def _key(self, limits: Limits) -> cfg.ContainerKey:
-        return cfg.container_key(self.image, limits, gpu=self.gpu, runtime=self.runtime)
+        return cfg.container_key(
+            self.image, limits, gpu=self.gpu, runtime=self.runtime, network=self.network
+        )
 
     # ------------------------------------------------------------ containers
 
