@@ -39,6 +39,10 @@ GVISOR_RUNTIME = "runsc"
 #: The gVisor runtime with its own network stack, for sandboxes with a network.
 GVISOR_NET_RUNTIME = "runsc-net"
 
+#: Debian marks its Python as externally managed (PEP 668); ``pip install --user``
+#: only writes under the sandbox's $HOME (a tmpfs), so it is allowed.
+PIP_USER_INSTALLS = "PIP_BREAK_SYSTEM_PACKAGES=1"
+
 _NAME = re.compile(r"^\.?(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}$")
 
 
@@ -102,10 +106,10 @@ def sandbox_network(
         url = f"http://{proxy_address(allowlist_subnet)}:{EGRESS_PROXY_PORT}"
         env = tuple(
             f"{name}={url}" for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
-        ) + ("NO_PROXY=localhost,127.0.0.1", "no_proxy=localhost,127.0.0.1")
+        ) + ("NO_PROXY=localhost,127.0.0.1", "no_proxy=localhost,127.0.0.1", PIP_USER_INSTALLS)
         return SandboxNetwork(mode, ALLOWLIST_NETWORK, env)
     if mode is NetworkMode.OPEN:
-        return SandboxNetwork(mode, OPEN_NETWORK)
+        return SandboxNetwork(mode, OPEN_NETWORK, (PIP_USER_INSTALLS,))
     return SandboxNetwork(mode, "none")
 
 

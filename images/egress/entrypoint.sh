@@ -37,6 +37,7 @@ done
   echo "cache_log stdio:/dev/stderr"
   echo "logfile_rotate 0"
   echo "coredump_dir /tmp"
+  echo "pinger_enable off"
   echo "via off"
   echo "forwarded_for delete"
   echo "dns_v4_first on"

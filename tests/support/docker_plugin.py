@@ -4,10 +4,12 @@ Every container a test starts carries ``org.rce.test-run=<RUN_ID>`` (``run_label
 ``make_sandbox`` adds it to every sandbox). When the session ends, no container
 with this label may be left: stragglers are removed and the session fails.
 
-The image is ``RCE_IMAGE_NAME`` (read when the plugin loads, before the tests'
-environment is cleaned) or ``custom-rce-kernel:latest``; build it with
-``images/build.sh``. Without an engine or the image, the tests are skipped locally
-and fail in CI (``tests.support.services.service_missing``).
+``RCE_TEST_RUNTIME`` (e.g. ``runsc``) is the runtime of every sandbox made here and
+of every API server the tests start. The image is ``RCE_IMAGE_NAME`` (both are read
+when the plugin loads, before the tests' environment is cleaned) or
+``custom-rce-kernel:latest``; build it with ``images/build.sh``. Without an engine or
+the image, the tests are skipped locally and fail in CI
+(``tests.support.services.service_missing``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from runner.docker import DockerSandbox
 from tests.support.services import service_missing
 
 IMAGE = os.environ.get("RCE_IMAGE_NAME") or "custom-rce-kernel:latest"
+#: The OCI runtime every sandbox of the session runs under (``RCE_TEST_RUNTIME=runsc``
+#: runs the Docker tiers under gVisor; unset: the engine default, runc). Servers the
+#: tests start get it as ``RCE_RUNTIME``.
+TEST_RUNTIME = os.environ.get("RCE_TEST_RUNTIME") or None
 RUN_ID = secrets.token_hex(6)
 TEST_RUN_LABEL = "org.rce.test-run"
 RUN_LABELS = {TEST_RUN_LABEL: RUN_ID}
@@ -182,6 +188,7 @@ def make_sandbox(
     def make(**kwargs: Any) -> DockerSandbox:
         kwargs.setdefault("image", sandbox_image)
         kwargs.setdefault("labels", run_labels)
+        kwargs.setdefault("runtime", TEST_RUNTIME)
         sandbox = DockerSandbox(docker_client, **kwargs)
         made.append(sandbox)
         return sandbox
