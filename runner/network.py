@@ -17,8 +17,9 @@ Three modes (``RCE_NETWORK_MODE``):
 
 The set-up (``scripts/ensure-network.sh``) creates these networks and the proxy;
 the runner only names them. Under gVisor, a sandbox with a network runs on the
-``runsc-net`` runtime (gVisor's own network stack); ``runsc`` itself is registered
-with ``--network=none``, which a container on network ``none`` needs.
+``runsc-net`` runtime (``--network=host``: gVisor passes socket calls to the network
+namespace Docker made for the container); ``runsc`` itself is registered with
+``--network=none``, which a container on network ``none`` needs.
 """
 
 from __future__ import annotations

@@ -3,7 +3,11 @@
 #
 # Registers two runtimes in /etc/docker/daemon.json (merged into what is there):
 #   runsc      --network=none : sandboxes without network (RCE_NETWORK_MODE=off)
-#   runsc-net  gVisor's own network stack: sandboxes on the allowlist/open networks
+#   runsc-net  --network=host: sandboxes on the allowlist/open networks. gVisor passes
+#              socket calls through to the network namespace Docker made for the
+#              container (its own veth, never the host's interfaces); this release
+#              refuses its own network stack under Docker here ("cannot run with
+#              network enabled in root network namespace").
 # Both use RCE_RUNSC_PLATFORM (default ptrace: works everywhere, no KVM needed; use
 # kvm on hosts with /dev/kvm, or systrap with a gVisor release that has it).
 # Then reloads dockerd with SIGHUP (running containers are not disturbed) and waits
@@ -52,7 +56,7 @@ if not isinstance(config, dict):
     sys.exit(f"error: {path} is not a JSON object")
 wanted = {
     "runsc": {"path": runsc, "runtimeArgs": [f"--platform={platform}", "--network=none"]},
-    "runsc-net": {"path": runsc, "runtimeArgs": [f"--platform={platform}"]},
+    "runsc-net": {"path": runsc, "runtimeArgs": [f"--platform={platform}", "--network=host"]},
 }
 runtimes = config.setdefault("runtimes", {})
 if all(runtimes.get(k) == v for k, v in wanted.items()):
