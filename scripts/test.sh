@@ -26,6 +26,9 @@ if [ "${1:-}" = "--runsc-only" ]; then
   runsc_pass
   exit 0
 fi
+if [ $# -eq 0 ] && [ "${RCE_TEST_RUNSC:-1}" != 0 ]; then
+  scripts/ensure-runsc.sh  # the first pass also has runsc tests (test_runsc_pool.py)
+fi
 uv run pytest -q -p no:cacheprovider "$@"
 if [ $# -eq 0 ] && [ "${RCE_TEST_RUNSC:-1}" != 0 ]; then
   runsc_pass
