@@ -17,6 +17,7 @@ import pytest
 from runner.base import Language, Limits, RunRequest
 from runner.docker import DockerSandbox
 from runner.network import GVISOR_RUNTIME
+from tests.support.docker_plugin import RUN_LABELS, TEST_RUNTIME
 from tests.support.services import service_missing
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -58,3 +59,21 @@ def test_pooled_execs_do_not_pay_the_runsc_start(
     cold_s = _median_s(cold, 5)
     pooled_s = _median_s(pooled, 5)
     assert pooled_s < cold_s * 0.6, (pooled_s, cold_s)
+
+
+def test_the_session_runtime_reaches_every_sandbox(
+    docker_client: docker.DockerClient, sandbox_image: str
+) -> None:
+    """A sandbox built directly (not through ``make_sandbox``) runs under
+    ``RCE_TEST_RUNTIME`` too: gVisor reports its own kernel version, 4.4.0."""
+    sandbox = DockerSandbox(docker_client, image=sandbox_image, labels=RUN_LABELS)
+    try:
+        result = sandbox.run(
+            RunRequest(
+                language=Language.BASH, code="uname -r", limits=Limits(), exec_id="runtime-check"
+            )
+        )
+    finally:
+        sandbox.close()
+    under_gvisor = result.stdout.strip() == "4.4.0"
+    assert under_gvisor == (TEST_RUNTIME == GVISOR_RUNTIME), (result.stdout, TEST_RUNTIME)

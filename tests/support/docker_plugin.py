@@ -15,6 +15,7 @@ the image, the tests are skipped locally and fail in CI
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import secrets
@@ -141,6 +142,26 @@ def describe_leak(item: Listed) -> str:
     exec_id = item.labels.get("org.rce.exec-id", "?")
     pooled = "pooled" if item.labels.get("org.rce.pool") else "not pooled"
     return f"{item.name} ({item.state}, {pooled}, exec {exec_id}, created during {during})"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_runtime() -> Iterator[None]:
+    """With ``RCE_TEST_RUNTIME``, every ``DockerSandbox`` a test builds (through
+    ``make_sandbox`` or directly) runs under it unless the test names a runtime."""
+    if not TEST_RUNTIME:
+        yield
+        return
+    original = DockerSandbox.__init__
+
+    @functools.wraps(original)
+    def init(self: DockerSandbox, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("runtime") is None:
+            kwargs["runtime"] = TEST_RUNTIME
+        original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DockerSandbox, "__init__", init)
+        yield
 
 
 @pytest.fixture(scope="session")
