@@ -51,6 +51,17 @@ REAP_MARGIN_S = 60.0
 #: Slowest input upload accepted, in bytes per second (on top of a fixed 30 s).
 MIN_UPLOAD_RATE = 4 * 1024 * 1024
 UPLOAD_BASE_S = 30.0
+#: Under gVisor the container's pids cgroup counts the Sentry's host threads and, on
+#: the ptrace platform, one stub process per guest address space with a thread per
+#: Sentry thread that entered it: measured, a program holding 127 processes makes
+#: 830-870 host tasks. There the program's own limit is the ``nproc`` rlimit, which
+#: gVisor's kernel enforces over the whole sandbox (the agent and the job are one uid
+#: in a kernel of their own), and the host cgroup gets this many times the limit, so
+#: the Sentry is never refused a thread below the program's limit. A bash fork bomb
+#: that keeps churning processes can still grow the Sentry past it in a few seconds:
+#: that ends its own sandbox only (a clean "sandbox stopped" result), and the host
+#: cost of one sandbox stays bounded (12 x 128 = 1536 tasks by default).
+GVISOR_HOST_PIDS_FACTOR = 12
 
 
 class Flavour(StrEnum):
@@ -217,6 +228,25 @@ def _tmpfs(size: int, extra: str, *, exec_: bool = False) -> str:
     return f"rw,nosuid,nodev,{'exec' if exec_ else 'noexec'},size={size},{extra}"
 
 
+def is_gvisor(runtime: str | None) -> bool:
+    """True for gVisor's runtimes (``runsc``, ``runsc-net``, or another ``runsc-*``)."""
+    return runtime is not None and (runtime == "runsc" or runtime.startswith("runsc-"))
+
+
+def pid_limits(key: ContainerKey) -> tuple[int, list[dict[str, Any]]]:
+    """``PidsLimit`` and the pid-related ``Ulimits`` of a sandbox.
+
+    Under runc the pids cgroup is the limit. Under gVisor the limit is the ``nproc``
+    rlimit (enforced per sandbox by gVisor's kernel) and the cgroup a larger host bound
+    (``GVISOR_HOST_PIDS_FACTOR``). Under runc ``nproc`` is never set: the kernel counts
+    it per host uid, across every sandbox of uid 1000.
+    """
+    if not is_gvisor(key.runtime):
+        return key.pids_limit, []
+    nproc = {"Name": "nproc", "Soft": key.pids_limit, "Hard": key.pids_limit}
+    return key.pids_limit * GVISOR_HOST_PIDS_FACTOR, [nproc]
+
+
 def network_mode(key: ContainerKey) -> str:
     """``HostConfig.NetworkMode``: ``none`` unless the sandbox has a network."""
     if not key.network_enabled:
@@ -227,6 +257,7 @@ def network_mode(key: ContainerKey) -> str:
 def host_config(key: ContainerKey) -> dict[str, Any]:
     """The ``HostConfig`` of a sandbox: every limit and every hardening."""
     fsize = max(key.workspace_bytes, key.tmp_bytes)
+    pids_limit, pid_ulimits = pid_limits(key)
     config: dict[str, Any] = {
         "NetworkMode": network_mode(key),
         "CapDrop": ["ALL"],
@@ -241,11 +272,12 @@ def host_config(key: ContainerKey) -> dict[str, Any]:
         "Memory": key.memory_limit_bytes,
         "MemorySwap": key.memory_limit_bytes,
         "NanoCpus": key.nano_cpus,
-        "PidsLimit": key.pids_limit,
+        "PidsLimit": pids_limit,
         "Ulimits": [
             {"Name": "nofile", "Soft": key.max_open_files, "Hard": key.max_open_files},
             {"Name": "fsize", "Soft": fsize, "Hard": fsize},
             {"Name": "core", "Soft": 0, "Hard": 0},
+            *pid_ulimits,
         ],
         # No init process: the agent is PID 1, reaps orphans itself and, being not
         # dumpable, cannot be reached through /proc/1 by the program (an init of the

@@ -1,7 +1,7 @@
 """The runner on an engine with ``userns-remap``: a sandbox's uid is no host account.
 
-The test starts its own dockerd (own socket, data root, exec root, pid file, no
-bridge, no iptables) with ``--userns-remap=default``, loads the sandbox image into
+The test starts its own dockerd (own network namespace, socket, data root, exec root,
+pid file, no bridge, no iptables) with ``--userns-remap=default``, loads the sandbox image into
 it, and checks what must still work: the warm pool, the attach stream, output files
 and their ownership; and, read from ``/proc/<pid>/status`` on the host, that the
 sandbox's uid 1000 is a high host uid inside the engine's subordinate range, owned
@@ -78,14 +78,20 @@ def _remove_dirs() -> None:
 def userns_engine(
     sandbox_image: str, docker_client: docker.DockerClient
 ) -> Iterator[docker.DockerClient]:
-    if os.geteuid() != 0 or shutil.which("dockerd") is None:
-        service_missing("the user-namespace tier needs root and dockerd")
+    if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("unshare") is None:
+        service_missing("the user-namespace tier needs root, dockerd and unshare")
     _stop_leftover()
     _remove_dirs()
     BASE.mkdir(parents=True)
     log = (BASE / "dockerd.log").open("wb")
+    # Its own network namespace (unshare --net execs dockerd, same pid): a dockerd with
+    # --bridge=none deletes the host's docker0, the default engine's bridge, at start;
+    # in a namespace of its own it touches nothing of the host's network (sandboxes
+    # here have no network; the socket is a file). Same pattern as local/cluster.sh.
     process = subprocess.Popen(
         [
+            "unshare",
+            "--net",
             "dockerd",
             f"--host=unix://{SOCKET}",
             f"--data-root={BASE / 'data'}",
@@ -95,6 +101,7 @@ def userns_engine(
             "--bridge=none",
             "--iptables=false",
             "--ip-masq=false",
+            "--ip6tables=false",
             "--cgroup-parent=/rce-userns-test",
             "--containerd-namespace=rce-userns-test",
             "--containerd-plugins-namespace=rce-userns-test-plugins",

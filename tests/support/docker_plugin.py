@@ -28,6 +28,7 @@ import docker
 import docker.errors
 import pytest
 
+from runner._docker_config import is_gvisor
 from runner.base import InputFile, Language, Limits, RunRequest, RunResult
 from runner.docker import DockerSandbox
 from tests.support.services import service_missing
@@ -37,6 +38,8 @@ IMAGE = os.environ.get("RCE_IMAGE_NAME") or "custom-rce-kernel:latest"
 #: runs the Docker tiers under gVisor; unset: the engine default, runc). Servers the
 #: tests start get it as ``RCE_RUNTIME``.
 TEST_RUNTIME = os.environ.get("RCE_TEST_RUNTIME") or None
+#: True when the sandboxes of this session run under gVisor.
+UNDER_GVISOR = is_gvisor(TEST_RUNTIME)
 RUN_ID = secrets.token_hex(6)
 TEST_RUN_LABEL = "org.rce.test-run"
 RUN_LABELS = {TEST_RUN_LABEL: RUN_ID}
