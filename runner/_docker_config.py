@@ -53,15 +53,16 @@ MIN_UPLOAD_RATE = 4 * 1024 * 1024
 UPLOAD_BASE_S = 30.0
 #: Under gVisor the container's pids cgroup counts the Sentry's host threads and, on
 #: the ptrace platform, one stub process per guest address space with a thread per
-#: Sentry thread that entered it: measured, a program holding 127 processes makes
-#: 830-870 host tasks. There the program's own limit is the ``nproc`` rlimit, which
-#: gVisor's kernel enforces over the whole sandbox (the agent and the job are one uid
-#: in a kernel of their own), and the host cgroup gets this many times the limit, so
-#: the Sentry is never refused a thread below the program's limit. A bash fork bomb
-#: that keeps churning processes can still grow the Sentry past it in a few seconds:
-#: that ends its own sandbox only (a clean "sandbox stopped" result), and the host
-#: cost of one sandbox stays bounded (12 x 128 = 1536 tasks by default).
-GVISOR_HOST_PIDS_FACTOR = 12
+#: Sentry thread that entered it. Measured on the 2-core VM: a program holding 127
+#: processes makes 830-870 host tasks, 1510 when it forked them from a Python that had
+#: loaded pandas and matplotlib (a warm data agent). There the program's own limit is
+#: the ``nproc`` rlimit, which gVisor's kernel enforces over the whole sandbox (agent
+#: and job are one uid in a kernel of their own), and the host cgroup gets this many
+#: times the limit (3072 for 128: twice the worst measured), so the Sentry is not
+#: refused a thread below the program's limit. A bash fork bomb that keeps churning
+#: processes still grows the Sentry past it within seconds: that ends its own sandbox
+#: only (a clean "sandbox stopped" result), and one sandbox's host tasks stay bounded.
+GVISOR_HOST_PIDS_FACTOR = 24
 
 
 class Flavour(StrEnum):

@@ -9,9 +9,10 @@
 #              refuses its own network stack under Docker here ("cannot run with
 #              network enabled in root network namespace").
 # Both use RCE_RUNSC_PLATFORM (default ptrace: works everywhere, no KVM needed; use
-# kvm on hosts with /dev/kvm, or systrap with a gVisor release that has it), and
-# --oci-seccomp: the engine's seccomp profile also filters the program's calls inside
-# gVisor's kernel (without it, for example, unshare(CLONE_NEWUSER) succeeds there).
+# kvm on hosts with /dev/kvm, or systrap with a gVisor release that has it).
+# No --oci-seccomp: with it this release answers the engine profile's clone3 rule with
+# EPERM instead of ENOSYS, so glibc cannot start a thread (measured: Python's
+# threading and `import matplotlib.pyplot` fail). gVisor's own host filter applies.
 # Then reloads dockerd with SIGHUP (running containers are not disturbed) and waits
 # until `docker info` lists the runtimes.
 #
@@ -57,8 +58,8 @@ except FileNotFoundError:
 if not isinstance(config, dict):
     sys.exit(f"error: {path} is not a JSON object")
 wanted = {
-    "runsc": {"path": runsc, "runtimeArgs": [f"--platform={platform}", "--network=none", "--oci-seccomp"]},
-    "runsc-net": {"path": runsc, "runtimeArgs": [f"--platform={platform}", "--network=host", "--oci-seccomp"]},
+    "runsc": {"path": runsc, "runtimeArgs": [f"--platform={platform}", "--network=none"]},
+    "runsc-net": {"path": runsc, "runtimeArgs": [f"--platform={platform}", "--network=host"]},
 }
 runtimes = config.setdefault("runtimes", {})
 if all(runtimes.get(k) == v for k, v in wanted.items()):
