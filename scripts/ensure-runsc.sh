@@ -40,6 +40,12 @@ if ! command -v runsc >/dev/null 2>&1; then
 fi
 RUNSC="$(command -v runsc)"
 
+# Each running gVisor sandbox may hold 24 x RCE_PIDS_LIMIT host pids (SECURITY.md).
+pid_max="$(cat /proc/sys/kernel/pid_max 2>/dev/null || echo 0)"
+if [ "$pid_max" -lt 65536 ]; then
+  echo "warning: kernel.pid_max is $pid_max; under gVisor raise it (see docs/deployment.md)" >&2
+fi
+
 runtimes_listed() {
   local listed
   listed="$(timeout 10 docker info --format '{{ range $name, $_ := .Runtimes }}{{ $name }} {{ end }}' 2>/dev/null || true)"
