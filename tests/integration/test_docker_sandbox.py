@@ -241,7 +241,8 @@ class TestLimits:
         )
         # Killed at the 2 s limit, not the 30 s default. The bound leaves room for a
         # pooled request that waits for a warm container being prepared (the pool's
-        # measured waiting rule) on a busy machine.
+        # measured waiting rule) on a busy machine; the wall time adds the removal.
+        assert 2 <= result.duration_s < 12, result.duration_s
         assert 2 <= elapsed < 12 + START_SLACK_S, elapsed
 
     def test_a_program_that_closes_its_output_still_times_out(self, sandbox: DockerSandbox) -> None:
@@ -280,7 +281,9 @@ class TestLimits:
             assert not result.timed_out
         else:
             assert result.stdout == "survived\n" and not result.timed_out, result
-            assert "Resource temporarily unavailable" in result.stderr
+            # Under gVisor the bomb's forks are slow enough that it may not reach the
+            # limit in its window (test_fork_loop_hits_the_pids_limit shows the limit).
+            assert UNDER_GVISOR or "Resource temporarily unavailable" in result.stderr
         follow_up = execute(sandbox, "print('alive')")
         assert follow_up.stdout == "alive\n"
 
