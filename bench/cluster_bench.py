@@ -10,6 +10,9 @@ For each engine count k:
   ``python3 -c 'print(1)'`` container from the sandbox image, spread round robin
   over the k engines (straight to each engine's socket): the most execs a second
   the engines allow with no service at all;
+- *hardened ceiling*: the same loop with the sandbox's own ``HostConfig``
+  (``runner._docker_config.host_config``: limits, tmpfs mounts, hardening), the
+  lifecycle ceiling of ``bench/load_bench.py``;
 - *service*: 8 threads each loop ``MultiEngineSandbox.run`` of ``print(1)`` (the
   same placement, warm pools, hardening and socket proxies the API replicas use;
   one warm light sandbox per engine).
@@ -24,9 +27,11 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import docker
 
+from runner import _docker_config as cfg
 from runner._docker_client import client_factory, probe
 from runner.base import Language, Limits, RunRequest
 from runner.docker import DockerSandbox
@@ -67,15 +72,19 @@ def rate(work: Callable[[int], None], threads: int, seconds: float) -> tuple[flo
     return sum(done) / (time.monotonic() - started), errors[0]
 
 
-def ceiling(engines: int, image: str, threads: int, seconds: float) -> tuple[float, int]:
+def ceiling(
+    engines: int, image: str, threads: int, seconds: float, *, hardened: bool = False
+) -> tuple[float, int]:
     clients = [docker.APIClient(base_url=engine_sock(n + 1)) for n in range(engines)]
     turn = itertools.count()
+    key = cfg.container_key(image, Limits(), gpu=False, runtime=None)
 
     def work(_: int) -> None:
         api = clients[next(turn) % engines]
-        made = api.create_container(  # type: ignore[no-untyped-call]
-            image, ["python3", "-c", "print(1)"], labels=LABELS, network_disabled=True
-        )
+        extra: dict[str, Any] = {"network_disabled": True}
+        if hardened:
+            extra = {"host_config": cfg.host_config(key), "user": cfg.SANDBOX_USER}
+        made = api.create_container(image, ["python3", "-c", "print(1)"], labels=LABELS, **extra)
         try:
             api.start(made)
             api.wait(made, timeout=60)
@@ -122,13 +131,16 @@ def main() -> None:
     rows = []
     for k in (int(x) for x in args.engines.split(",")):
         bare, bare_errors = ceiling(k, args.image, args.concurrency, args.seconds)
+        hard, hard_errors = ceiling(k, args.image, args.concurrency, args.seconds, hardened=True)
         ours, our_errors = service(k, args.image, args.concurrency, args.seconds)
         row = {
             "engines": k,
             "ceiling_per_s": round(bare, 2),
+            "hardened_ceiling_per_s": round(hard, 2),
             "service_per_s": round(ours, 2),
             "share": round(ours / bare, 2) if bare else None,
-            "errors": bare_errors + our_errors,
+            "share_of_hardened": round(ours / hard, 2) if hard else None,
+            "errors": bare_errors + hard_errors + our_errors,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)

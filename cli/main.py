@@ -101,7 +101,10 @@ def gc() -> None:
     settings = _settings_or_exit()
     assert isinstance(settings, Settings)
     # No warm pool here: this process only sweeps.
-    services = build_services(settings.model_copy(update={"pool_size": 0, "pool_data_size": 0}))
+    no_pools = dict.fromkeys(
+        ("pool_size", "pool_data_size", "pool_r_size", "pool_node_size", "pool_java_size"), 0
+    )
+    services = build_services(settings.model_copy(update=no_pools))
     try:
         result = Maintenance(services).run_once()
     finally:

@@ -64,7 +64,14 @@ def _pool_fill_reporter(services: Services) -> PoolFillReporter | None:
     if not callable(stats):
         return None
     settings = services.settings
-    return PoolFillReporter(stats, {"light": settings.pool_size, "data": settings.pool_data_size})
+    floors = {
+        "light": settings.pool_size,
+        "data": settings.pool_data_size,
+        "r": settings.pool_r_size,
+        "node": settings.pool_node_size,
+        "java": settings.pool_java_size,
+    }
+    return PoolFillReporter(stats, floors)
 
 
 def create_app(

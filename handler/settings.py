@@ -182,10 +182,28 @@ class Settings(BaseSettings):
         description="Warm sandboxes with numpy, pandas and matplotlib already imported, "
         "for code importing data libraries; 0 disables them.",
     )
+    pool_r_size: int = Field(
+        0,
+        description="Floor of the warm R sandboxes (an R with its default packages loaded, "
+        "waiting for the program). With RCE_POOL_SIZE > 0 this pool exists anyway and "
+        "grows with the rate of R requests.",
+    )
+    pool_node_size: int = Field(
+        0,
+        description="Floor of the warm node sandboxes (for js and ts). With RCE_POOL_SIZE "
+        "> 0 this pool exists anyway and grows with the rate of js and ts requests.",
+    )
+    pool_java_size: int = Field(
+        0,
+        description="Floor of the warm java sandboxes (a JVM whose source launcher has "
+        "loaded javac). With RCE_POOL_SIZE > 0 this pool exists anyway and grows with the "
+        "rate of java requests.",
+    )
     pool_memory_budget_mb: float = Field(
         1024.0,
         description="Host memory (MB) the warm pools may hold above their configured sizes "
-        "when they grow with the request rate (light ~15 MB, data ~110 MB each).",
+        "when they grow with the request rate (light ~15 MB, data ~110 MB, r ~55 MB, "
+        "node ~30 MB, java ~55 MB each).",
     )
     pool_parallel_fills: int = Field(
         4, description="Warm sandboxes prepared at once, per pool, when the rate needs it."
@@ -270,6 +288,8 @@ class Settings(BaseSettings):
             raise ValueError("RCE_POOL_SIZE must be >= 0")
         if self.pool_data_size < 0:
             raise ValueError("RCE_POOL_DATA_SIZE must be >= 0")
+        if min(self.pool_r_size, self.pool_node_size, self.pool_java_size) < 0:
+            raise ValueError("RCE_POOL_R_SIZE, _NODE_SIZE and _JAVA_SIZE must be >= 0")
         if self.pool_memory_budget_mb < 0:
             raise ValueError("RCE_POOL_MEMORY_BUDGET_MB must be >= 0")
         self._check_load_bounds()

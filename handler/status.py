@@ -96,7 +96,13 @@ def _pools_section(services: Services) -> str:
             _e(stats.get(f"pool_target_{name}", floor)),
             _e(stats.get(f"pool_size_{name}", 0)),
         ]
-        for name, floor in (("light", settings.pool_size), ("data", settings.pool_data_size))
+        for name, floor in (
+            ("light", settings.pool_size),
+            ("data", settings.pool_data_size),
+            ("r", settings.pool_r_size),
+            ("node", settings.pool_node_size),
+            ("java", settings.pool_java_size),
+        )
     ]
     gate = services.exec_gate
     return _table(["Pool", "Target", "Ready"], rows, "") + (

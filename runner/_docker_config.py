@@ -68,13 +68,30 @@ GVISOR_HOST_PIDS_FACTOR = 24
 class Flavour(StrEnum):
     """What a warm (pooled) agent loads before its job; the value is its ``RCE_AGENT_PRELOAD``.
 
-    Both report ready before the job and run Python in a forked child of the agent.
+    All report ready before the job; LIGHT and DATA run Python in a forked child of
+    the agent, R, NODE and JAVA hold an interpreter (a JVM) started and waiting for
+    the program (``rce_agent.warm``).
     """
 
     #: python3 and the agent only: cheap to start, for most code.
     LIGHT = "light"
     #: numpy, pandas and matplotlib imported: for code that imports data libraries.
     DATA = "data"
+    #: An R that has loaded its default packages: for R.
+    R = "r"
+    #: A node past its bootstrap: for JavaScript and TypeScript.
+    NODE = "node"
+    #: A JVM whose source launcher has loaded javac: for Java.
+    JAVA = "java"
+
+
+#: The flavour each language other than Python wants (the rest: LIGHT).
+LANGUAGE_FLAVOURS = {
+    Language.R: Flavour.R,
+    Language.JAVASCRIPT: Flavour.NODE,
+    Language.TYPESCRIPT: Flavour.NODE,
+    Language.JAVA: Flavour.JAVA,
+}
 
 
 #: Top-level modules whose import makes code prefer a ``Flavour.DATA`` container
@@ -100,12 +117,13 @@ def imported_modules(code: str) -> set[str]:
 
 def flavour_for(request: RunRequest) -> Flavour:
     """The warm flavour that serves ``request`` best: DATA for Python importing
-    ``DATA_MODULES``, LIGHT for everything else (bash included). Only speed depends on it."""
+    ``DATA_MODULES``, R for R, NODE for JavaScript and TypeScript, JAVA for Java, LIGHT
+    for everything else (bash included). Only speed depends on it."""
     if request.language is Language.PYTHON and not imported_modules(request.code).isdisjoint(
         DATA_MODULES
     ):
         return Flavour.DATA
-    return Flavour.LIGHT
+    return LANGUAGE_FLAVOURS.get(request.language, Flavour.LIGHT)
 
 
 def new_name() -> str:

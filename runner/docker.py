@@ -12,11 +12,15 @@ crashed process left behind once their ``org.rce.deadline`` has passed (or, neve
 started, soon after their creation).
 
 There is a warm pool per ``Flavour``: LIGHT agents (python3 and the agent only,
-cheap to refill) and DATA agents (numpy, pandas and matplotlib imported, about half
-a CPU-second to refill). Python code importing a data library takes a DATA
-container, anything else a LIGHT one. A DATA request finding none takes a LIGHT one
-(started already, it beats a cold start); a LIGHT request takes a DATA one only when
-there is no LIGHT pool (its refill costs more than the cold start it saves). Cold
+cheap to refill), DATA agents (numpy, pandas and matplotlib imported, about half
+a CPU-second to refill), and R and NODE agents holding an R or a node already
+started and waiting for the program (``rce_agent.warm``). Python code importing a
+data library takes a DATA container, R code an R one, JavaScript and TypeScript a
+NODE one, anything else a LIGHT one. A DATA, R or NODE request finding none takes a
+LIGHT one (started already, it beats a cold start); a LIGHT request takes a DATA one
+only when there is no LIGHT pool (its refill costs more than the cold start it
+saves). The R and NODE pools have a floor of 0 by default: they exist whenever the
+LIGHT pool does and hold containers only while requests of their languages come. Cold
 starts run the LIGHT agent too (by default), so Python code always runs in a forked
 child of the agent, set up to behave as ``python3 main.py``. The pools grow
 with the rate of the requests of their flavour, within a memory budget
@@ -94,13 +98,27 @@ _CLOSE_RETRY_S = (0.0, 1.0, 3.0)
 #: started (its creator died mid-way): the reaper removes it before its deadline.
 UNSTARTED_GRACE_S = 300.0
 #: Host memory one ready pooled container holds, in MB (measured: the agent alone,
-#: then with numpy, pandas and matplotlib imported).
-ENTRY_MB = {cfg.Flavour.LIGHT: 15.0, cfg.Flavour.DATA: 110.0}
+#: then with numpy, pandas and matplotlib imported; R, NODE and JAVA: the container's
+#: own usage, 46, 22 and 45 MiB by ``docker stats``, plus the ~7 MB the LIGHT figure
+#: holds beyond its 7.7 MiB).
+ENTRY_MB = {
+    cfg.Flavour.LIGHT: 15.0,
+    cfg.Flavour.DATA: 110.0,
+    cfg.Flavour.R: 55.0,
+    cfg.Flavour.NODE: 30.0,
+    cfg.Flavour.JAVA: 55.0,
+}
 #: Memory all warm containers may hold together beyond the configured pool sizes.
 DEFAULT_POOL_BUDGET_MB = 1024.0
 #: Preparation time assumed until the pool measured one (seconds; medians measured
 #: with runc on a busy 2-core machine).
-_PREPARE_PRIOR_S = {cfg.Flavour.LIGHT: 0.25, cfg.Flavour.DATA: 1.8}
+_PREPARE_PRIOR_S = {
+    cfg.Flavour.LIGHT: 0.25,
+    cfg.Flavour.DATA: 1.8,
+    cfg.Flavour.R: 1.2,
+    cfg.Flavour.NODE: 0.8,
+    cfg.Flavour.JAVA: 2.0,
+}
 #: Run-time samples are clipped here: a long program says nothing about start-up.
 _COST_SAMPLE_MAX_S = 5.0
 #: Run time by (wanted flavour, how it was served) assumed until measured: a hit on
@@ -111,7 +129,18 @@ _PATH_PRIOR_S = {
     (cfg.Flavour.DATA, "data"): 0.05,
     (cfg.Flavour.DATA, "light"): 0.7,
     (cfg.Flavour.DATA, "cold"): 0.9,
+    (cfg.Flavour.R, "r"): 0.05,
+    (cfg.Flavour.R, "light"): 0.8,
+    (cfg.Flavour.R, "cold"): 1.0,
+    (cfg.Flavour.NODE, "node"): 0.05,
+    (cfg.Flavour.NODE, "light"): 0.35,
+    (cfg.Flavour.NODE, "cold"): 0.6,
+    (cfg.Flavour.JAVA, "java"): 0.4,
+    (cfg.Flavour.JAVA, "light"): 1.0,
+    (cfg.Flavour.JAVA, "cold"): 1.2,
 }
+#: The flavours whose pool exists whenever the LIGHT pool does (floor 0 by default).
+ON_DEMAND_FLAVOURS = (cfg.Flavour.R, cfg.Flavour.NODE, cfg.Flavour.JAVA)
 
 
 @dataclass(eq=False)
@@ -141,6 +170,9 @@ class DockerSandbox:
         network: SandboxNetwork | None = None,
         pool_size: int = 0,
         pool_data_size: int = 0,
+        pool_r_size: int = 0,
+        pool_node_size: int = 0,
+        pool_java_size: int = 0,
         pool_limits: Limits | None = None,
         pool_max_idle_s: float = POOL_MAX_IDLE_S,
         max_run_timeout_s: float = 300.0,
@@ -148,10 +180,15 @@ class DockerSandbox:
         cold_flavour: cfg.Flavour | None = cfg.Flavour.LIGHT,
         pool_budget_mb: float = DEFAULT_POOL_BUDGET_MB,
         pool_parallel_fills: int = MAX_PARALLEL_FILLS,
+        language_pools: bool = True,
     ) -> None:
         """``client`` is a docker client or a factory for one (default: ``docker.from_env``).
 
-        ``pool_size`` LIGHT and ``pool_data_size`` DATA containers are kept warm. No
+        ``pool_size`` LIGHT and ``pool_data_size`` DATA containers are kept warm, and
+        ``pool_r_size`` R, ``pool_node_size`` NODE and ``pool_java_size`` JAVA ones
+        (these pools exist, with
+        floor 0, whenever ``pool_size`` > 0 and ``language_pools``: they grow only with
+        their requests; without them R, js, ts and java take LIGHT containers). No
         I/O happens here except starting the pools' background threads when a size is
         > 0 and ``pool_limits`` is given (otherwise they start with the first run's
         limits). ``labels`` are added to every container. A cold start runs the
@@ -190,8 +227,16 @@ class DockerSandbox:
         #: a container still being prepared is weighed against.
         self._path_costs = {path: Ewma(prior, alpha=0.1) for path, prior in _PATH_PRIOR_S.items()}
         self._pools: dict[cfg.Flavour, WarmPool[cfg.ContainerKey, _Container]] = {}
-        for flavour, size in ((cfg.Flavour.LIGHT, pool_size), (cfg.Flavour.DATA, pool_data_size)):
-            if size > 0:
+        sizes = {
+            cfg.Flavour.LIGHT: pool_size,
+            cfg.Flavour.DATA: pool_data_size,
+            cfg.Flavour.R: pool_r_size,
+            cfg.Flavour.NODE: pool_node_size,
+            cfg.Flavour.JAVA: pool_java_size,
+        }
+        for flavour, size in sizes.items():
+            on_demand = flavour in ON_DEMAND_FLAVOURS and pool_size > 0 and language_pools
+            if size > 0 or on_demand:
                 self._pools[flavour] = WarmPool(
                     size=size,
                     create=functools.partial(self._create_pooled, flavour=flavour),
@@ -202,6 +247,7 @@ class DockerSandbox:
                     entry_mb=ENTRY_MB[flavour],
                     prepare_prior_s=_PREPARE_PRIOR_S[flavour],
                     on_tick=self._replan,
+                    on_demand=on_demand,
                 )
         self._exit_hook: Callable[[], None] | None = None
         if self._pools:
@@ -223,6 +269,9 @@ class DockerSandbox:
         network: SandboxNetwork | None = None,
         pool_size: int = 0,
         pool_data_size: int = 0,
+        pool_r_size: int = 0,
+        pool_node_size: int = 0,
+        pool_java_size: int = 0,
         limits: Limits | None = None,
         client: ClientSource | None = None,
         max_run_timeout_s: float = 300.0,
@@ -239,6 +288,9 @@ class DockerSandbox:
             network=network,
             pool_size=pool_size,
             pool_data_size=pool_data_size,
+            pool_r_size=pool_r_size,
+            pool_node_size=pool_node_size,
+            pool_java_size=pool_java_size,
             pool_limits=limits or Limits(),
             max_run_timeout_s=max_run_timeout_s,
             labels=labels,
@@ -537,13 +589,14 @@ class DockerSandbox:
     def _pool_order(self, wanted: cfg.Flavour) -> list[cfg.Flavour]:
         """The pools a request of flavour ``wanted`` takes from, in order.
 
-        A DATA request falls back to a LIGHT container (started already, it beats a
-        cold start). A LIGHT request never takes a DATA container (its refill costs
-        half a CPU-second, more than the cold start it saves) unless there is no
-        LIGHT pool at all (then the DATA pool serves every request).
+        A DATA, R or NODE request falls back to a LIGHT container (started already, it
+        beats a cold start). A LIGHT request never takes a DATA container (its refill
+        costs half a CPU-second, more than the cold start it saves) unless there is no
+        LIGHT pool at all (then the DATA pool serves every request), nor an R or NODE
+        one (kept for their languages).
         """
-        if wanted is cfg.Flavour.DATA:
-            order = [cfg.Flavour.DATA, cfg.Flavour.LIGHT]
+        if wanted is not cfg.Flavour.LIGHT:
+            order = [wanted, cfg.Flavour.LIGHT]
         elif cfg.Flavour.LIGHT in self._pools:
             order = [cfg.Flavour.LIGHT]
         else:

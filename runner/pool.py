@@ -1,7 +1,9 @@
 """A warm pool of single-use entries (pre-started sandbox containers).
 
 ``WarmPool`` keeps ``target`` ready entries for one key (the image and the
-container-shaping limits). ``size`` is the floor: the target is never below it. The
+container-shaping limits). ``size`` is the floor: the target is never below it; a
+pool of floor 0 is disabled unless ``on_demand`` (it then holds entries only while
+its requests come). The
 owner sets the target from the observed demand (``set_plan``, see
 ``runner.pool_sizing``); the pool measures what that needs: the arrival rate
 (``record_arrival``) and the time one entry takes to prepare.
@@ -68,15 +70,18 @@ class WarmPool(Generic[K, E]):
         entry_mb: float = 0.0,
         prepare_prior_s: float = 0.5,
         on_tick: Callable[[], None] | None = None,
+        on_demand: bool = False,
     ) -> None:
         """``parallel_fills`` bounds the entries prepared at once (default: size, at
         least 1, at most ``MAX_PARALLEL_FILLS``; the plan may lower it). ``entry_mb``
         is the memory one ready entry holds; ``prepare_prior_s`` the preparation time
         assumed until one is measured; ``on_tick`` runs on every maintenance round
-        (the owner re-plans there)."""
+        (the owner re-plans there). ``on_demand`` enables a pool of size 0: its target
+        follows its demand only."""
         if size < 0:
             raise ValueError("pool size must be >= 0")
         self.size = size
+        self.enabled = size > 0 or on_demand
         self.entry_mb = entry_mb
         self._create = create
         self._destroy = destroy
@@ -115,7 +120,7 @@ class WarmPool(Generic[K, E]):
     def start(self, key: K) -> None:
         """Begin filling the pool for ``key`` (idempotent)."""
         with self._cond:
-            if self._closed or self.size == 0:
+            if self._closed or not self.enabled:
                 return
             if self._key != key:
                 self._rekey_locked(key)
@@ -144,7 +149,7 @@ class WarmPool(Generic[K, E]):
     def set_plan(self, plan: Plan) -> None:
         """Adopt a target (never below ``size``) and a parallelism (at most the bound)."""
         with self._cond:
-            if self.size == 0:
+            if not self.enabled:
                 return
             grew = plan.target > self._target or plan.parallel > self._parallel
             self._target = max(self.size, plan.target)
@@ -167,7 +172,7 @@ class WarmPool(Generic[K, E]):
         stale: list[E] = []
         found: E | None = None
         with self._cond:
-            if self._closed or self.size == 0:
+            if self._closed or not self.enabled:
                 return None
             if self._key != key:
                 stale.extend(self._rekey_locked(key))
@@ -205,7 +210,7 @@ class WarmPool(Generic[K, E]):
                 "ready": len(self._ready),
                 "pending": self._pending,
                 "size": self.size,
-                "target": self._target if self.size else 0,
+                "target": self._target if self.enabled else 0,
                 "hits": self._hits,
                 "misses": self._misses,
                 "waited": self._waited,

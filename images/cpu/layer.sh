@@ -74,7 +74,9 @@ fi
 # built without its embedded snapshot and code cache, so every start compiles them).
 if command -v node >/dev/null 2>&1; then
   entry="$(mktemp -d)"
-  echo "require('fs'); require('path'); require('util'); require('events'); require('stream'); require('os');" > "$entry/snap.js"
+  # The last statement empties node's cached working directory (process.cwd() would
+  # otherwise answer the build's temporary directory in every run from the snapshot).
+  echo "require('fs'); require('path'); require('util'); require('events'); require('stream'); require('os'); process.chdir(process.cwd());" > "$entry/snap.js"
   (cd "$entry" && node --snapshot-blob /opt/rce/node.blob --build-snapshot snap.js)
   rm -rf "$entry"
   chmod 0644 /opt/rce/node.blob

@@ -4,7 +4,9 @@ Each language gets the same six attacks: a fork bomb, memory exhaustion, filling
 disk, flooding stdout, symlinks and hard links out of the workspace, and reaching the
 network. Each test asserts what a user or an attacker would see: the run ends with a
 clear result (not a timeout, not an error), the limit held, and the next run in the
-same sandbox is clean. All runs take a warm container, as in production.
+same sandbox is clean. All runs take a warm container, as in production: a LIGHT one
+for every language, and for js and r also one of their own flavour, where an
+interpreter started before the job runs the program.
 """
 
 from __future__ import annotations
@@ -248,32 +250,65 @@ def test_the_table_covers_every_attack_in_every_language() -> None:
     assert all(set(programs) == ATTACKS for programs in PROGRAMS.values())
 
 
-@pytest.fixture(scope="module")
-def warm(
-    docker_client: docker.DockerClient, sandbox_image: str, run_labels: dict[str, str]
-) -> Iterator[DockerSandbox]:
-    """A warm pool of one with the default limits."""
-    box = DockerSandbox(
-        docker_client, image=sandbox_image, labels=run_labels, pool_size=1, pool_limits=Limits()
-    )
-    yield box
-    box.close()
+#: (language, pool): every language in a LIGHT container, js, r and java in their own too.
+CASES = [(lang, "light") for lang in LANGS] + [(lang, "own") for lang in ("js", "r", "java")]
 
 
-@pytest.fixture(scope="module")
-def small_disk(
-    docker_client: docker.DockerClient, sandbox_image: str, run_labels: dict[str, str]
-) -> Iterator[DockerSandbox]:
-    """A warm pool of one whose workspace holds 16 MiB."""
-    box = DockerSandbox(
+def pool_of(
+    docker_client: docker.DockerClient,
+    sandbox_image: str,
+    run_labels: dict[str, str],
+    pool: str,
+    limits: Limits,
+) -> DockerSandbox:
+    """A LIGHT pool of one only ("light"), or with a warm R, node and JVM too ("own")."""
+    own = pool == "own"
+    return DockerSandbox(
         docker_client,
         image=sandbox_image,
         labels=run_labels,
         pool_size=1,
-        pool_limits=replace(Limits(), workspace_bytes=WORKSPACE_BYTES),
+        pool_r_size=int(own),
+        pool_node_size=int(own),
+        pool_java_size=int(own),
+        pool_limits=limits,
+        language_pools=own,
     )
-    yield box
-    box.close()
+
+
+@pytest.fixture(scope="module")
+def boxes(
+    docker_client: docker.DockerClient, sandbox_image: str, run_labels: dict[str, str]
+) -> Iterator[dict[tuple[str, str], DockerSandbox]]:
+    """The sandboxes by (pool, disk), made when first wanted."""
+    made: dict[tuple[str, str], DockerSandbox] = {}
+
+    class Lazy(dict[tuple[str, str], DockerSandbox]):
+        def __missing__(self, key: tuple[str, str]) -> DockerSandbox:
+            pool, disk = key
+            limits = (
+                Limits()
+                if disk == "default"
+                else replace(Limits(), workspace_bytes=WORKSPACE_BYTES)
+            )
+            made[key] = self[key] = pool_of(docker_client, sandbox_image, run_labels, pool, limits)
+            return made[key]
+
+    yield Lazy()
+    for box in made.values():
+        box.close()
+
+
+@pytest.fixture
+def warm(boxes: dict[tuple[str, str], DockerSandbox], pool: str) -> DockerSandbox:
+    """The case's pool with the default limits."""
+    return boxes[(pool, "default")]
+
+
+@pytest.fixture
+def small_disk(boxes: dict[tuple[str, str], DockerSandbox], pool: str) -> DockerSandbox:
+    """The case's pool whose workspace holds 16 MiB."""
+    return boxes[(pool, "small")]
 
 
 def attack(box: DockerSandbox, lang: str, name: str, **kwargs: object) -> RunResult:
@@ -291,7 +326,7 @@ def assert_next_run_is_clean(box: DockerSandbox, **limits: object) -> None:
     assert (result.exit_code, result.stdout) == (0, "[] True\n"), result
 
 
-@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize(("lang", "pool"), CASES)
 class TestHostile:
     def test_a_fork_bomb_hits_the_pids_limit_and_the_program_goes_on(
         self, warm: DockerSandbox, lang: str

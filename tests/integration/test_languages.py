@@ -2,12 +2,15 @@
 
 Per language: hello, arguments, reading an input file, writing an output file (which
 comes back while the build products do not), a compile (or syntax) error, a runtime
-error with its exit code, a timeout and the memory limit. All runs take a warm LIGHT
-container: one pool serves every language.
+error with its exit code, a timeout and the memory limit. Every language runs in a
+warm LIGHT container (one pool serves every language; it is also where R, js and ts
+fall back); R, js and ts also run in their own warm flavours, where an interpreter
+started before the job runs the program.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import docker
@@ -184,66 +187,120 @@ def test_the_table_covers_every_language() -> None:
     assert sorted(PROGRAMS) == sorted(LANGS)
 
 
+#: Languages with a warm flavour of their own (an interpreter waiting for the job).
+WARM_LANGS = ["js", "ts", "r", "java"]
+#: (language, pool): every language in the LIGHT pool, those above in their own too.
+CASES = [(lang, "light") for lang in LANGS] + [(lang, "own") for lang in WARM_LANGS]
+
+
 @pytest.fixture(scope="module")
 def warm(
     docker_client: docker.DockerClient, sandbox_image: str, run_labels: dict[str, str]
 ) -> Iterator[DockerSandbox]:
+    """A LIGHT pool of one only: every language runs there, started by the agent."""
     box = DockerSandbox(
-        docker_client, image=sandbox_image, labels=run_labels, pool_size=1, pool_limits=Limits()
+        docker_client,
+        image=sandbox_image,
+        labels=run_labels,
+        pool_size=1,
+        pool_limits=Limits(),
+        language_pools=False,
     )
     yield box
     box.close()
+
+
+@pytest.fixture(scope="module")
+def warm_own(
+    docker_client: docker.DockerClient, sandbox_image: str, run_labels: dict[str, str]
+) -> Iterator[DockerSandbox]:
+    """A warm R, node and JVM kept ready (floors of 1)."""
+    box = DockerSandbox(
+        docker_client,
+        image=sandbox_image,
+        labels=run_labels,
+        pool_size=1,
+        pool_r_size=1,
+        pool_node_size=1,
+        pool_java_size=1,
+        pool_limits=Limits(),
+    )
+    yield box
+    box.close()
+
+
+@pytest.fixture
+def box(request: pytest.FixtureRequest, pool: str) -> DockerSandbox:
+    """The sandbox of the case's pool; the own pools are full before each run, so the
+    run takes a container of its language's flavour."""
+    if pool == "light":
+        return request.getfixturevalue("warm")  # type: ignore[no-any-return]
+    own: DockerSandbox = request.getfixturevalue("warm_own")
+    assert own.wait_pool_ready(120)
+    return own
 
 
 def run(box: DockerSandbox, lang: str, case: str, **kwargs: object):  # type: ignore[no-untyped-def]
     return execute(box, PROGRAMS[lang][case], lang=Language(lang), **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("lang", LANGS)
+def test_the_own_flavour_serves_its_languages(warm_own: DockerSandbox) -> None:
+    """R, js, ts and java hit the pools of their flavours (and not the LIGHT one)."""
+    for lang, flavour in (("r", "r"), ("js", "node"), ("ts", "node"), ("java", "java")):
+        assert warm_own.wait_pool_ready(120)
+        before = warm_own.stats()
+        result = run(warm_own, lang, "hello")
+        assert (result.exit_code, result.stdout) == (0, "hello\n"), result.stderr
+        after = warm_own.stats()
+        assert after[f"pool_hits_{flavour}"] == before[f"pool_hits_{flavour}"] + 1, lang
+        assert after["pool_hits_light"] == before["pool_hits_light"], lang
+
+
+@pytest.mark.parametrize(("lang", "pool"), CASES)
 class TestConformance:
-    def test_hello(self, warm: DockerSandbox, lang: str) -> None:
-        result = run(warm, lang, "hello")
+    def test_hello(self, box: DockerSandbox, lang: str) -> None:
+        result = run(box, lang, "hello")
         assert (result.exit_code, result.stdout) == (0, "hello\n"), result.stderr
         assert not result.outputs
 
-    def test_arguments_reach_the_program(self, warm: DockerSandbox, lang: str) -> None:
-        result = run(warm, lang, "args", args=("a b", "c"))
+    def test_arguments_reach_the_program(self, box: DockerSandbox, lang: str) -> None:
+        result = run(box, lang, "args", args=("a b", "c"))
         assert (result.exit_code, result.stdout) == (0, "a b|c\n"), result.stderr
 
     def test_an_input_file_is_readable_in_the_working_directory(
-        self, warm: DockerSandbox, lang: str
+        self, box: DockerSandbox, lang: str
     ) -> None:
-        result = run(warm, lang, "read", files=(input_file("in.txt", b"from input\n"),))
+        result = run(box, lang, "read", files=(input_file("in.txt", b"from input\n"),))
         assert (result.exit_code, result.stdout) == (0, "from input\n"), result.stderr
         assert not result.outputs and not result.deleted
 
     def test_only_the_files_the_program_writes_come_back(
-        self, warm: DockerSandbox, lang: str
+        self, box: DockerSandbox, lang: str
     ) -> None:
-        result = run(warm, lang, "write")
+        result = run(box, lang, "write")
         assert result.exit_code == 0, result.stderr
         assert {o.name: o.data.read() for o in result.outputs} == {"codebook.csv": b"a,b"}
         assert not result.skipped
         result.close()
 
     def test_a_compile_error_is_a_result_with_the_diagnostics(
-        self, warm: DockerSandbox, lang: str
+        self, box: DockerSandbox, lang: str
     ) -> None:
-        result = run(warm, lang, "broken")
+        result = run(box, lang, "broken")
         assert result.exit_code != 0 and result.stderr.strip(), result
         assert not result.outputs and not result.timed_out
 
-    def test_a_runtime_exit_code_is_reported(self, warm: DockerSandbox, lang: str) -> None:
-        result = run(warm, lang, "exit3")
+    def test_a_runtime_exit_code_is_reported(self, box: DockerSandbox, lang: str) -> None:
+        result = run(box, lang, "exit3")
         assert result.exit_code == 3, result
 
-    def test_an_endless_program_times_out(self, warm: DockerSandbox, lang: str) -> None:
-        result = run(warm, lang, "loop", run_timeout_s=8)
+    def test_an_endless_program_times_out(self, box: DockerSandbox, lang: str) -> None:
+        result = run(box, lang, "loop", run_timeout_s=8)
         assert result.timed_out and result.exit_code != 0, result
         assert "run time limit of 8 s" in result.stderr
 
-    def test_the_memory_limit_stops_a_memory_hog(self, warm: DockerSandbox, lang: str) -> None:
-        result = run(warm, lang, "memory")
+    def test_the_memory_limit_stops_a_memory_hog(self, box: DockerSandbox, lang: str) -> None:
+        result = run(box, lang, "memory")
         if UNDER_GVISOR and lang == "bash":
             # Under gVisor (ptrace) a pipe moves 100 MB in 25 s (2 s under runc), so
             # bash cannot build 512 MiB within the run: the run limit holds instead.
@@ -282,3 +339,70 @@ def test_an_output_with_a_name_over_the_limit_is_skipped_and_the_others_come_bac
     assert skip.name.startswith("000" + "d" * 117 + "/001")
     assert "longer than" in skip.reason, skip.reason
     result.close()
+
+
+#: Programs whose whole output must not depend on the pool that ran them.
+SAME_EITHER_WAY = {
+    "r": [
+        "print(commandArgs()); print(commandArgs(TRUE)); print(getwd()); print(search())\n"
+        "print(sort(names(Sys.getenv()))); print(.Last.value); 1 + 1\n"
+        'warning("w"); f <- function() stop("boom"); f()',
+        "x y",
+        "quit(status = 4)",
+        'png("plot.png"); plot(1:3); invisible(dev.off()); cat(file.exists("plot.png"))',
+    ],
+    "js": [
+        "console.log(process.argv, process.execArgv, process.cwd(), require.main === module,"
+        " Object.keys(require.cache), module.parent, require('path').resolve('x'));"
+        " throw new Error('boom')",
+    ],
+    "ts": ["const n: number = process.argv.length; console.log(n, process.argv.slice(2))"],
+    "java": [
+        "public class Main { public static void main(String[] a) throws Exception {"
+        ' System.out.println(String.join("|", a) + " " + System.getProperty("sun.java.command")'
+        ' + " " + System.getProperty("user.dir") + " " + System.getProperty("java.class.path"));'
+        ' new java.io.FileWriter("out.txt").append("x").close();'
+        ' throw new IllegalStateException("boom"); } }',
+        "public class Main { public static void main(String[] a) { int x = ; } }",
+        "class Helper {} public class Main { public static void main(String[] a) {"
+        " System.out.println(new Helper() != null); } }",
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("lang", "code"), [(lang, code) for lang, codes in SAME_EITHER_WAY.items() for code in codes]
+)
+def test_a_warm_interpreter_behaves_as_a_fresh_one(
+    warm: DockerSandbox, warm_own: DockerSandbox, lang: str, code: str
+) -> None:
+    """stdout, stderr, exit code and outputs are those of ``Rscript main.R``,
+    ``node main.js`` and ``java Main.java`` (R's temporary session directory aside)."""
+    results = []
+    for box in (warm, warm_own):
+        assert box.wait_pool_ready(120)
+        result = execute(box, code, lang=Language(lang), args=("a", "b c"))
+        results.append(
+            (
+                result.exit_code,
+                result.stdout,
+                re.sub(r"Rtmp\w+", "Rtmp", result.stderr),
+                sorted(o.name for o in result.outputs),
+            )
+        )
+        result.close()
+    assert results[0] == results[1]
+
+
+def test_an_r_start_up_file_in_the_inputs_is_read_as_by_a_fresh_r(
+    warm_own: DockerSandbox,
+) -> None:
+    """A .Rprofile among the inputs is sourced at start-up, as by ``Rscript``."""
+    assert warm_own.wait_pool_ready(120)
+    result = execute(
+        warm_own,
+        "cat(exists('from_profile'), '\\n')",
+        lang=Language.R,
+        files=(input_file(".Rprofile", b"from_profile <- 1\n"),),
+    )
+    assert (result.exit_code, result.stdout) == (0, "TRUE \n"), result.stderr

@@ -247,6 +247,33 @@ class TestWarmPool:
         finally:
             pool.close()
 
+    def test_an_on_demand_pool_of_floor_0_fills_only_with_demand(self) -> None:
+        factory = Factory()
+        pool = WarmPool(
+            size=0,
+            create=factory.create,
+            destroy=factory.destroy,
+            max_idle_s=60,
+            on_demand=True,
+        )
+        disabled = make_pool(Factory(), size=0)
+        try:
+            assert pool.take("k") is None  # a miss: nothing ready, nothing created yet
+            time.sleep(0.3)
+            assert factory.attempts == 0 and pool.stats()["target"] == 0
+            pool.record_arrival()
+            pool.set_plan(
+                pool_sizing.plan({"x": pool.demand()}, budget_mb=1e9, max_parallel=4)["x"]
+            )
+            assert pool.stats()["target"] >= 1
+            assert wait_for(lambda: pool.stats()["ready"] >= 1)
+            assert pool.take("k") is not None
+            disabled.record_arrival()
+            assert disabled.take("k") is None and disabled.stats()["target"] == 0
+        finally:
+            pool.close()
+            disabled.close()
+
     def test_a_take_waits_for_a_nearly_ready_entry_when_that_is_faster(self) -> None:
         factory = Factory(delay_s=0.3)
         pool = WarmPool(
@@ -505,6 +532,28 @@ class TestDockerPool:
         assert stats["pool_misses"] + stats["pool_waited_light"] >= 1, stats
         assert warm_data in self.case_containers(docker_client, case)
         assert box.stats()["pool_size_data"] == 1
+
+    def test_r_and_js_fall_back_to_a_light_container_then_get_a_pool_of_their_own(
+        self, make_sandbox: Callable[..., DockerSandbox], case: dict[str, str]
+    ) -> None:
+        """The r and node pools start empty (floor 0) and grow with their requests."""
+        box = make_sandbox(pool_size=1, pool_limits=Limits(), labels=case)
+        assert box.wait_pool_ready(120)
+        stats = box.stats()
+        assert (stats["pool_target_r"], stats["pool_target_node"]) == (0, 0)
+        for lang, flavour in ((Language.R, "r"), (Language.JAVASCRIPT, "node")):
+            code = "cat('hi\\n')" if lang is Language.R else "console.log('hi')"
+            first = box.run(RunRequest(language=lang, code=code))
+            assert (first.exit_code, first.stdout) == (0, "hi\n"), first.stderr
+            assert box.stats()[f"pool_hits_{flavour}"] == 0
+
+            def grown(key: str = f"pool_size_{flavour}") -> bool:
+                return bool(box.stats()[key] >= 1)
+
+            assert wait_for(grown, 60)
+            second = box.run(RunRequest(language=lang, code=code))
+            assert (second.exit_code, second.stdout) == (0, "hi\n"), second.stderr
+            assert box.stats()[f"pool_hits_{flavour}"] == 1
 
     def test_data_code_falls_back_to_a_light_container(
         self, make_sandbox: Callable[..., DockerSandbox], case: dict[str, str]

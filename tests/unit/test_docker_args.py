@@ -196,6 +196,22 @@ class TestFlavour:
     def test_other_python_wants_a_light_container(self, code: str) -> None:
         assert cfg.flavour_for(python(code)) is cfg.Flavour.LIGHT
 
+    @pytest.mark.parametrize(
+        ("lang", "flavour"),
+        [
+            (Language.R, cfg.Flavour.R),
+            (Language.JAVASCRIPT, cfg.Flavour.NODE),
+            (Language.TYPESCRIPT, cfg.Flavour.NODE),
+            (Language.C, cfg.Flavour.LIGHT),
+            (Language.JAVA, cfg.Flavour.JAVA),
+            (Language.GO, cfg.Flavour.LIGHT),
+        ],
+    )
+    def test_r_js_ts_and_java_want_their_warm_interpreter(
+        self, lang: Language, flavour: cfg.Flavour
+    ) -> None:
+        assert cfg.flavour_for(RunRequest(language=lang, code="library(pandas)")) is flavour
+
     def test_bash_always_wants_a_light_container(self) -> None:
         request = RunRequest(language=Language.BASH, code="python3 -c 'import pandas'")
         assert cfg.flavour_for(request) is cfg.Flavour.LIGHT
@@ -530,3 +546,29 @@ class TestProgrammaticRunNames:
         # Its agent ended it (wait cap, cancel): removed at once.
         assert _expired(cfg.ptc_name(key, now + 60), {"State": "exited"}, labels, now)
         assert not _expired("rce-sbx-0123", running, labels, now)
+
+
+class TestPoolOrder:
+    """Which pools a request takes from (no engine: the pools never start)."""
+
+    def order(self, wanted: cfg.Flavour, **pools: int) -> list[cfg.Flavour]:
+        from runner.docker import DockerSandbox
+
+        box = DockerSandbox(client=lambda: None, image="img", **pools)  # type: ignore[arg-type]
+        try:
+            return box._pool_order(wanted)
+        finally:
+            box.close()
+
+    def test_r_and_node_pools_exist_with_the_light_pool_and_fall_back_to_it(self) -> None:
+        for wanted in (cfg.Flavour.R, cfg.Flavour.NODE):
+            assert self.order(wanted, pool_size=1) == [wanted, cfg.Flavour.LIGHT]
+        assert self.order(cfg.Flavour.LIGHT, pool_size=1, pool_r_size=1) == [cfg.Flavour.LIGHT]
+
+    def test_without_language_pools_r_takes_a_light_container(self) -> None:
+        order = self.order(cfg.Flavour.R, pool_size=1, language_pools=False)
+        assert order == [cfg.Flavour.LIGHT]
+
+    def test_no_light_pool_means_no_on_demand_pools(self) -> None:
+        assert self.order(cfg.Flavour.NODE, pool_data_size=1) == []
+        assert self.order(cfg.Flavour.NODE, pool_node_size=1) == [cfg.Flavour.NODE]

@@ -18,6 +18,7 @@ from rce_agent.supervise import (
     spawn,
     supervise,
 )
+from rce_agent.warm import FLAVOURS, WarmChild
 from rce_agent.wire import CHUNK, read_job, send_frame, send_json
 
 WORKDIR = "/mnt/data"
@@ -43,7 +44,27 @@ def build_dir() -> str:
     return "/tmp/rce"
 
 
-def run_job(job: dict[str, Any], preloaded: bool) -> None:
+def warm_dir() -> str:
+    """Where a warm interpreter's FIFO (and boot script) live until it started."""
+    return build_dir() + "-warm"
+
+
+def start_warm(kind: str) -> WarmChild | None:
+    """The warm interpreter of ``kind`` (before the job), or None when it cannot start."""
+    try:
+        return WarmChild.start(
+            kind,
+            warm_dir=warm_dir(),
+            env=child_env({}),
+            cwd=WORKDIR,
+            main=os.path.join(build_dir(), "main.js"),
+        )
+    except OSError as exc:
+        sys.stderr.write(f"rce-agent: warm {kind} did not start: {exc!r}\n")
+        return None
+
+
+def run_job(job: dict[str, Any], preloaded: bool, warm: WarmChild | None = None) -> None:
     limits = job.get("limits", {})
     cap = int(limits.get("max_output_bytes", 1_000_000))
     timeout_s = float(limits.get("run_timeout_s", 30.0))
@@ -75,10 +96,19 @@ def run_job(job: dict[str, Any], preloaded: bool) -> None:
             def in_process() -> None:
                 pychild.run(path, args, env)
 
+    handed = None
+    if warm is not None:  # a warm interpreter runs the program when it can, as cold
+        if relay is None and plan.warm is not None:
+            handed = warm.take(plan.warm, args, env, WORKDIR)
+        if handed is None:
+            warm.discard()
     reaper = Reaper()
     oom_before = oom_kills()
     started = time.monotonic()
-    pid, out_r, err_r = spawn(argv, env, WORKDIR, in_process)
+    if handed is not None:
+        pid, out_r, err_r = handed
+    else:
+        pid, out_r, err_r = spawn(argv, env, WORKDIR, in_process)
     outcome = supervise(pid, out_r, err_r, timeout_s, cap, reaper, relay)
     duration = time.monotonic() - started
     reaper.close()
@@ -128,11 +158,16 @@ def main() -> int:
     hardened = harden()
     # Files uploaded to the workspace must not shadow what the agent imports.
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != WORKDIR]
-    modules = pychild.WARM_FLAVOURS.get(os.environ.get("RCE_AGENT_PRELOAD", ""))
-    preloaded = modules is not None
+    flavour = os.environ.get("RCE_AGENT_PRELOAD", "")
+    modules = pychild.WARM_FLAVOURS.get(flavour)
+    kind = FLAVOURS.get(flavour)
+    preloaded = modules is not None or kind is not None
+    warm = None
     if preloaded:
         if modules:
             pychild.preload(modules)
+        if kind is not None and hardened:
+            warm = start_warm(kind)
         send_frame(b"P")
     try:
         job = read_job()
@@ -140,7 +175,7 @@ def main() -> int:
             return 0
         if not hardened:
             raise RuntimeError("the agent could not make itself unreachable (prctl)")
-        run_job(job, preloaded)
+        run_job(job, preloaded, warm)
     except BrokenPipeError:
         return 1
     except Exception as exc:

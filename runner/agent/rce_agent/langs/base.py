@@ -10,16 +10,33 @@ WORKDIR = "/mnt/data"
 
 
 @dataclass(frozen=True)
+class WarmRun:
+    """How an interpreter started before the job (``rce_agent.warm``) runs the program.
+
+    ``kind`` names the interpreter (``"r"``, ``"node"``), ``main`` the file it runs as
+    its main program; ``compile`` (run first, in ``build_dir`` with ``TMPDIR`` there)
+    ends the run with its own exit code when it fails, as the plan's ``|| exit`` does.
+    """
+
+    kind: str
+    main: str
+    compile: list[str] = field(default_factory=list)
+    build_dir: str = ""
+
+
+@dataclass(frozen=True)
 class Plan:
     """How to run one program: ``argv`` + the user's arguments, with ``env`` added.
 
     ``python`` is the path of a Python program that a warm agent runs in a forked
-    child of itself instead of exec'ing ``argv``.
+    child of itself instead of exec'ing ``argv``; ``warm`` says how a warm interpreter
+    of its kind runs it instead (same program, same arguments, same outcome).
     """
 
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     python: str | None = None
+    warm: WarmRun | None = None
 
 
 def write_source(build_dir: str, name: str, code: str) -> str:

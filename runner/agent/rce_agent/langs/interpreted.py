@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from rce_agent.langs.base import Plan, compile_and_run, write_source
+from rce_agent.langs.base import Plan, WarmRun, compile_and_run, write_source
 
 #: A start-up snapshot of node's bootstrap and core modules, built at image build time
 #: by this node (Debian's node has no embedded snapshot or code cache): about 40% less
@@ -30,26 +30,26 @@ def bash(code: str, build_dir: str) -> Plan:
 
 
 def javascript(code: str, build_dir: str) -> Plan:
-    return Plan(argv=[*node(), write_source(build_dir, "main.js", code)])
+    """``node main.js``; a warm node runs it as its main module."""
+    path = write_source(build_dir, "main.js", code)
+    return Plan(argv=[*node(), path], warm=WarmRun("node", path))
 
 
 def typescript(code: str, build_dir: str) -> Plan:
     """esbuild strips the types (milliseconds, no type-check), node runs the result."""
     write_source(build_dir, "main.ts", code)
     out = os.path.join(build_dir, "main.js")
-    return compile_and_run(
-        build_dir,
-        [
-            "esbuild",
-            "main.ts",
-            f"--outfile={out}",
-            "--format=cjs",
-            "--platform=node",
-            "--target=node18",
-            "--log-level=warning",
-        ],
-        [*node(), out],
-    )
+    esbuild = [
+        "esbuild",
+        "main.ts",
+        f"--outfile={out}",
+        "--format=cjs",
+        "--platform=node",
+        "--target=node18",
+        "--log-level=warning",
+    ]
+    plan = compile_and_run(build_dir, esbuild, [*node(), out])
+    return Plan(argv=plan.argv, warm=WarmRun("node", out, esbuild, build_dir))
 
 
 def php(code: str, build_dir: str) -> Plan:
@@ -59,5 +59,7 @@ def php(code: str, build_dir: str) -> Plan:
 
 
 def r(code: str, build_dir: str) -> Plan:
-    """``Rscript main.R``; the image makes Cairo the bitmap device (no X11)."""
-    return Plan(argv=["Rscript", write_source(build_dir, "main.R", code)])
+    """``Rscript main.R``; the image makes Cairo the bitmap device (no X11). A warm R
+    reads the program through its own REPL, as ``Rscript`` does."""
+    path = write_source(build_dir, "main.R", code)
+    return Plan(argv=["Rscript", path], warm=WarmRun("r", path))

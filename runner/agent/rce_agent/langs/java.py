@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 
-from rce_agent.langs.base import Plan, compile_and_run, write_source
+from rce_agent.langs.base import Plan, WarmRun, compile_and_run, write_source
 
 #: Made at image build time by one source-launcher run with these flags.
 JAVA_CDS_ARCHIVE = "/opt/rce/java.jsa"
@@ -65,7 +65,7 @@ def java(code: str, build_dir: str) -> Plan:
     path = write_source(build_dir, source, code)
     flags = jvm_flags()
     if public is None or public == first:
-        return Plan(argv=["java", *flags, path])
+        return Plan(argv=["java", *flags, path], warm=WarmRun("java", path))
     out = os.path.join(build_dir, "classes")
     qualified = f"{package}.{name}" if package else name
     return compile_and_run(
