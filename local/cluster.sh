@@ -167,6 +167,10 @@ defaults
     timeout http-request 30s
     option redispatch
     retries 2
+    # A fresh server-side connection per request: a replica (uvicorn) closes an idle
+    # keep-alive connection after 5 s, and a request sent on it at that moment would
+    # be lost without an answer.
+    option http-server-close
 frontend rce
     bind 127.0.0.1:$LB_PORT
     default_backend replicas
