@@ -44,7 +44,8 @@ def build_sandbox(settings: Settings) -> Sandbox:
         return DockerSandbox.from_settings(
             image=settings.sandbox_image,
             gpu=settings.gpu_enabled,
-            runtime=settings.runtime,
+            runtime=settings.sandbox_runtime(),
+            network=settings.sandbox_network(),
             pool_size=settings.pool_size,
             pool_data_size=settings.pool_data_size,
             pool_r_size=settings.pool_r_size,
@@ -105,8 +106,14 @@ class Services:
                 "RCE_PTC_TOKEN_SECRET is not set: continuation tokens use a per-process key, "
                 "so a continuation must reach the replica that started the program"
             )
-        if self.settings.network_enabled:
-            warnings.append("RCE_NETWORK_ENABLED=true: sandboxes can reach the network")
+        mode = self.settings.mode.value
+        if mode == "open":
+            warnings.append("RCE_NETWORK_MODE=open: sandboxes can reach the internet")
+        elif mode == "allowlist":
+            warnings.append(
+                "RCE_NETWORK_MODE=allowlist: sandboxes reach "
+                f"{self.settings.network_allowlist} through the egress proxy"
+            )
         return warnings
 
     def close(self) -> None:

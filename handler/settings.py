@@ -21,6 +21,15 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.base import Limits
+from runner.network import (
+    DEFAULT_ALLOWLIST_SUBNET,
+    NetworkMode,
+    SandboxNetwork,
+    parse_allowlist,
+    proxy_address,
+    runtime_for,
+    sandbox_network,
+)
 from runner.placement import EngineSpec, parse_engines
 
 DEFAULT_API_KEY = "your_secret_key"
@@ -140,7 +149,18 @@ class Settings(BaseSettings):
     image_name: str = "custom-rce-kernel:latest"
     gpu_image_name: str = "custom-rce-kernel:gpu"
     gpu_enabled: bool = False
-    network_enabled: bool = False
+    network_enabled: bool = Field(
+        False, description="Legacy alias: true means RCE_NETWORK_MODE=open."
+    )
+    network_mode: NetworkMode | None = Field(
+        None, description="off (default), allowlist or open; see SECURITY.md."
+    )
+    network_allowlist: str = Field(
+        "", description="allowlist mode: comma-separated host names or addresses."
+    )
+    network_allowlist_subnet: str = Field(
+        DEFAULT_ALLOWLIST_SUBNET, description="Subnet of the rce-allowlist network."
+    )
     runtime: str | None = Field(None, description="OCI runtime, e.g. runsc for gVisor.")
     mem_limit: str = "512m"
     cpu_limit: int = 500_000_000
@@ -274,6 +294,19 @@ class Settings(BaseSettings):
             raise ValueError("RCE_POOL_MEMORY_BUDGET_MB must be >= 0")
         self._check_load_bounds()
         self.engines()
+        if self.network_mode is None:
+            self.network_mode = NetworkMode.OPEN if self.network_enabled else NetworkMode.OFF
+        elif self.network_enabled and self.network_mode is not NetworkMode.OPEN:
+            raise ValueError(
+                f"RCE_NETWORK_ENABLED=true contradicts RCE_NETWORK_MODE={self.network_mode.value}"
+            )
+        try:
+            allowlist = parse_allowlist(self.network_allowlist)
+            proxy_address(self.network_allowlist_subnet)
+        except ValueError as exc:
+            raise ValueError(f"RCE_NETWORK_ALLOWLIST / _SUBNET: {exc}") from None
+        if self.network_mode is NetworkMode.ALLOWLIST and not allowlist:
+            raise ValueError("RCE_NETWORK_MODE=allowlist needs a non-empty RCE_NETWORK_ALLOWLIST")
         return self
 
     def _refuse_off_loopback(self) -> None:
@@ -352,7 +385,7 @@ class Settings(BaseSettings):
             workspace_bytes=parse_size(self.workspace_size),
             tmp_bytes=parse_size(self.tmp_size),
             max_open_files=self.max_open_files,
-            network_enabled=self.network_enabled,
+            network_enabled=self.mode is not NetworkMode.OFF,
         )
 
     def engines(self) -> tuple[EngineSpec, ...]:
@@ -361,6 +394,21 @@ class Settings(BaseSettings):
             return parse_engines(self.docker_hosts)
         except ValueError as exc:
             raise ValueError(f"RCE_DOCKER_HOSTS: {exc}") from None
+
+    @property
+    def mode(self) -> NetworkMode:
+        """The network mode (``RCE_NETWORK_ENABLED=true`` alone means open)."""
+        if self.network_mode is not None:
+            return self.network_mode
+        return NetworkMode.OPEN if self.network_enabled else NetworkMode.OFF
+
+    def sandbox_network(self) -> SandboxNetwork:
+        """The Docker network every sandbox joins."""
+        return sandbox_network(self.mode, allowlist_subnet=self.network_allowlist_subnet)
+
+    def sandbox_runtime(self) -> str | None:
+        """The OCI runtime every sandbox runs under (``runsc-net`` for gVisor with network)."""
+        return runtime_for(self.runtime or None, self.mode)
 
     @property
     def sandbox_image(self) -> str:

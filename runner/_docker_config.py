@@ -20,6 +20,7 @@ from typing import Any
 from docker.types import DeviceRequest
 
 from runner.base import Language, Limits, RunRequest
+from runner.network import SandboxNetwork
 
 NAME_PREFIX = "rce-sbx-"
 SANDBOX_USER = "1000:1000"
@@ -50,6 +51,18 @@ REAP_MARGIN_S = 60.0
 #: Slowest input upload accepted, in bytes per second (on top of a fixed 30 s).
 MIN_UPLOAD_RATE = 4 * 1024 * 1024
 UPLOAD_BASE_S = 30.0
+#: Under gVisor the container's pids cgroup counts the Sentry's host threads and, on
+#: the ptrace platform, one stub process per guest address space with a thread per
+#: Sentry thread that entered it. Measured on the 2-core VM: a program holding 127
+#: processes makes 830-870 host tasks, 1510 when it forked them from a Python that had
+#: loaded pandas and matplotlib (a warm data agent). There the program's own limit is
+#: the ``nproc`` rlimit, which gVisor's kernel enforces over the whole sandbox (agent
+#: and job are one uid in a kernel of their own), and the host cgroup gets this many
+#: times the limit (3072 for 128: twice the worst measured), so the Sentry is not
+#: refused a thread below the program's limit. A bash fork bomb that keeps churning
+#: processes still grows the Sentry past it within seconds: that ends its own sandbox
+#: only (a clean "sandbox stopped" result), and one sandbox's host tasks stay bounded.
+GVISOR_HOST_PIDS_FACTOR = 24
 
 
 class Flavour(StrEnum):
@@ -175,10 +188,26 @@ class ContainerKey:
     tmp_bytes: int
     max_open_files: int
     network_enabled: bool
+    #: The Docker network of a sandbox with network (``None``: the default bridge).
+    network: str | None = None
+    #: Environment that goes with the network (the egress proxy's address).
+    network_env: tuple[str, ...] = ()
 
 
-def container_key(image: str, limits: Limits, *, gpu: bool, runtime: str | None) -> ContainerKey:
-    """The container-shaping part of ``limits`` (not the per-run ones such as the timeout)."""
+def container_key(
+    image: str,
+    limits: Limits,
+    *,
+    gpu: bool,
+    runtime: str | None,
+    network: SandboxNetwork | None = None,
+) -> ContainerKey:
+    """The container-shaping part of ``limits`` (not the per-run ones such as the timeout).
+
+    ``network`` (the configured ``RCE_NETWORK_MODE``) names the network a sandbox with
+    ``limits.network_enabled`` joins; without it such a sandbox joins the default bridge.
+    """
+    joined = network if network is not None and network.enabled else None
     return ContainerKey(
         image=image,
         gpu=gpu,
@@ -190,6 +219,8 @@ def container_key(image: str, limits: Limits, *, gpu: bool, runtime: str | None)
         tmp_bytes=limits.tmp_bytes,
         max_open_files=limits.max_open_files,
         network_enabled=limits.network_enabled,
+        network=joined.name if joined and limits.network_enabled else None,
+        network_env=joined.env if joined and limits.network_enabled else (),
     )
 
 
@@ -216,11 +247,38 @@ def _tmpfs(size: int, extra: str, *, exec_: bool = False) -> str:
     return f"rw,nosuid,nodev,{'exec' if exec_ else 'noexec'},size={size},{extra}"
 
 
+def is_gvisor(runtime: str | None) -> bool:
+    """True for gVisor's runtimes (``runsc``, ``runsc-net``, or another ``runsc-*``)."""
+    return runtime is not None and (runtime == "runsc" or runtime.startswith("runsc-"))
+
+
+def pid_limits(key: ContainerKey) -> tuple[int, list[dict[str, Any]]]:
+    """``PidsLimit`` and the pid-related ``Ulimits`` of a sandbox.
+
+    Under runc the pids cgroup is the limit. Under gVisor the limit is the ``nproc``
+    rlimit (enforced per sandbox by gVisor's kernel) and the cgroup a larger host bound
+    (``GVISOR_HOST_PIDS_FACTOR``). Under runc ``nproc`` is never set: the kernel counts
+    it per host uid, across every sandbox of uid 1000.
+    """
+    if not is_gvisor(key.runtime):
+        return key.pids_limit, []
+    nproc = {"Name": "nproc", "Soft": key.pids_limit, "Hard": key.pids_limit}
+    return key.pids_limit * GVISOR_HOST_PIDS_FACTOR, [nproc]
+
+
+def network_mode(key: ContainerKey) -> str:
+    """``HostConfig.NetworkMode``: ``none`` unless the sandbox has a network."""
+    if not key.network_enabled:
+        return "none"
+    return key.network or "bridge"
+
+
 def host_config(key: ContainerKey) -> dict[str, Any]:
     """The ``HostConfig`` of a sandbox: every limit and every hardening."""
     fsize = max(key.workspace_bytes, key.tmp_bytes)
+    pids_limit, pid_ulimits = pid_limits(key)
     config: dict[str, Any] = {
-        "NetworkMode": "bridge" if key.network_enabled else "none",
+        "NetworkMode": network_mode(key),
         "CapDrop": ["ALL"],
         "SecurityOpt": ["no-new-privileges"],
         "Privileged": False,
@@ -233,11 +291,12 @@ def host_config(key: ContainerKey) -> dict[str, Any]:
         "Memory": key.memory_limit_bytes,
         "MemorySwap": key.memory_limit_bytes,
         "NanoCpus": key.nano_cpus,
-        "PidsLimit": key.pids_limit,
+        "PidsLimit": pids_limit,
         "Ulimits": [
             {"Name": "nofile", "Soft": key.max_open_files, "Hard": key.max_open_files},
             {"Name": "fsize", "Soft": fsize, "Hard": fsize},
             {"Name": "core", "Soft": 0, "Hard": 0},
+            *pid_ulimits,
         ],
         # No init process: the agent is PID 1, reaps orphans itself and, being not
         # dumpable, cannot be reached through /proc/1 by the program (an init of the
@@ -268,7 +327,8 @@ def create_body(
         "Cmd": list(AGENT_CMD),
         "User": SANDBOX_USER,
         "WorkingDir": WORKDIR,
-        "Env": [f"{PRELOAD_ENV}={warm.value}"] if warm is not None else [],
+        "Env": ([f"{PRELOAD_ENV}={warm.value}"] if warm is not None else [])
+        + list(key.network_env),
         "Labels": container_labels,
         "AttachStdin": True,
         "AttachStdout": True,
@@ -279,6 +339,6 @@ def create_body(
         # container and is attached to again for each round of tool results.
         "StdinOnce": False,
         "Tty": False,
-        "NetworkDisabled": not key.network_enabled,
+        "NetworkDisabled": network_mode(key) == "none",
         "HostConfig": host_config(key),
     }

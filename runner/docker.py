@@ -63,6 +63,7 @@ from runner import pool_sizing
 from runner._docker_errors import already_gone, engine_errors
 from runner._docker_stream import AttachedStream, StreamTimeout
 from runner.base import Limits, RunRequest, RunResult
+from runner.network import SandboxNetwork
 from runner.pool import MAX_PARALLEL_FILLS, WarmPool
 from runner.pool_sizing import Ewma
 from runner.protocol import (
@@ -166,6 +167,7 @@ class DockerSandbox:
         image: str,
         gpu: bool = False,
         runtime: str | None = None,
+        network: SandboxNetwork | None = None,
         pool_size: int = 0,
         pool_data_size: int = 0,
         pool_r_size: int = 0,
@@ -201,6 +203,7 @@ class DockerSandbox:
         self.image = image
         self.gpu = gpu
         self.runtime = runtime
+        self.network = network
         self._client_source: ClientSource = client if client is not None else docker.from_env
         self._client: docker.APIClient | None = None
         self._client_lock = threading.Lock()
@@ -263,6 +266,7 @@ class DockerSandbox:
         image: str,
         gpu: bool = False,
         runtime: str | None = None,
+        network: SandboxNetwork | None = None,
         pool_size: int = 0,
         pool_data_size: int = 0,
         pool_r_size: int = 0,
@@ -281,6 +285,7 @@ class DockerSandbox:
             image=image,
             gpu=gpu,
             runtime=runtime,
+            network=network,
             pool_size=pool_size,
             pool_data_size=pool_data_size,
             pool_r_size=pool_r_size,
@@ -445,7 +450,9 @@ class DockerSandbox:
             return self._client
 
     def _key(self, limits: Limits) -> cfg.ContainerKey:
-        return cfg.container_key(self.image, limits, gpu=self.gpu, runtime=self.runtime)
+        return cfg.container_key(
+            self.image, limits, gpu=self.gpu, runtime=self.runtime, network=self.network
+        )
 
     # ------------------------------------------------------------ containers
 

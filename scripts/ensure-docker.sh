@@ -1,12 +1,27 @@
 #!/usr/bin/env bash
 # Make sure a Docker engine answers. Idempotent: does nothing when one already does.
 # On Debian as root it installs docker.io and starts dockerd; elsewhere it explains what to do.
+# Then, by the settings of the environment:
+#   RCE_RUNTIME=runsc                     scripts/ensure-runsc.sh (install and register gVisor)
+#   RCE_NETWORK_MODE=allowlist|open       scripts/ensure-network.sh (networks, egress proxy,
+#   (or RCE_NETWORK_ENABLED=true)         iptables)
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
 
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
-if engine_answers; then
+ready() {
+  if [ "${RCE_RUNTIME:-}" = runsc ]; then
+    "$here/ensure-runsc.sh"
+  fi
+  case "${RCE_NETWORK_MODE:-}:${RCE_NETWORK_ENABLED:-}" in
+    allowlist:*|open:*|:true|:1|:yes|:on) "$here/ensure-network.sh" ;;
+  esac
   exit 0
+}
+
+if engine_answers; then
+  ready
 fi
 
 if [ "$(id -u)" != "0" ] || [ ! -f /etc/debian_version ]; then
@@ -31,7 +46,7 @@ fi
 for _ in $(seq 1 60); do
   if engine_answers; then
     echo "==> Docker engine is up" >&2
-    exit 0
+    ready
   fi
   sleep 1
 done

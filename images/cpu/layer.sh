@@ -25,6 +25,12 @@ mkdir -p /var/rce
 # with PYTHONNOUSERSITE (image ENV) no usercustomize is looked up, and Debian's own
 # sitecustomize is found before /mnt/data.
 echo /mnt/data > /usr/lib/python3/dist-packages/rce-workspace.pth
+# `pip install --user` (with a network mode) writes under $HOME=/tmp, a fresh tmpfs per
+# sandbox: its site-packages is appended the same way (when it exists at start-up), so
+# the installed package imports while the user site itself, and with it any
+# usercustomize, stays off.
+python3 -c 'import sys; print("/tmp/.local/lib/python%d.%d/site-packages" % sys.version_info[:2])' \
+  >> /usr/lib/python3/dist-packages/rce-workspace.pth
 python3 -c 'import sitecustomize; assert sitecustomize.__file__.startswith("/usr/lib/python3")'
 # R: bitmap devices (png(), jpeg()...) draw with Cairo; there is no X11.
 if [ -d /etc/R ]; then

@@ -15,8 +15,13 @@
 --
 -- Settings (environment, read once at start):
 --   RCE_PROXY_IMAGES         comma-separated images a sandbox may use
---   RCE_PROXY_RUNTIMES       comma-separated OCI runtimes allowed ("" = engine default)
+--   RCE_PROXY_RUNTIMES       comma-separated OCI runtimes allowed (default runc). A create
+--                            that names no runtime gets the engine's default, runc, so
+--                            it is allowed only when runc is listed: with
+--                            RCE_PROXY_RUNTIMES=runsc, every sandbox must say runsc.
 --   RCE_PROXY_ALLOW_NETWORK  true: bridge networking is allowed besides "none"
+--   RCE_PROXY_NETWORKS       comma-separated user-defined networks allowed besides
+--                            "none" (rce-allowlist, rce-open: RCE_NETWORK_MODE)
 --   RCE_PROXY_ALLOW_GPU      true: a DeviceRequest for the gpu capability is allowed
 
 local MIN_API_MINOR = 24 -- older API versions accept a HostConfig on /start
@@ -49,6 +54,7 @@ local CONF = {
   images = split_set(os.getenv("RCE_PROXY_IMAGES") or "custom-rce-kernel:latest"),
   runtimes = split_set(os.getenv("RCE_PROXY_RUNTIMES") or "runc"),
   allow_network = truthy(os.getenv("RCE_PROXY_ALLOW_NETWORK")),
+  networks = split_set(os.getenv("RCE_PROXY_NETWORKS") or ""),
   allow_gpu = truthy(os.getenv("RCE_PROXY_ALLOW_GPU")),
 }
 
@@ -343,9 +349,14 @@ local function check_image(v, where)
   if not CONF.images[as_string(v)] then refuse(where .. " " .. tostring(v) .. " is not an allowed image") end
 end
 
+-- "" (no runtime named) means the engine's default runtime, runc.
 local function check_runtime(v, where)
   local runtime = as_string(v)
-  if runtime ~= "" and not CONF.runtimes[runtime] then
+  if runtime == "" then
+    if not CONF.runtimes["runc"] then
+      refuse(where .. " must name an allowed runtime (the engine default, runc, is not allowed)")
+    end
+  elseif not CONF.runtimes[runtime] then
     refuse(where .. " " .. tostring(runtime) .. " is not an allowed runtime")
   end
 end
@@ -388,6 +399,7 @@ end
 
 local function network_allowed(mode)
   if mode == "none" then return true end
+  if CONF.networks[mode] then return true end
   return CONF.allow_network and (mode == "" or mode == "default" or mode == "bridge")
 end
 
@@ -527,6 +539,8 @@ local function check_create(body)
   if f.labels == nil then refuse("Labels must contain " .. SANDBOX_LABEL .. "=" .. SANDBOX_LABEL_VALUE) end
   local host = check_host_config(f.hostconfig, "HostConfig")
   check_network(as_string(host.networkmode), f.networkdisabled == true)
+  -- A runtime left out (in both places the engine reads it) is the engine default.
+  if host.runtime == nil and f.runtime == nil then check_runtime("", "HostConfig.Runtime") end
 end
 
 local EXEC_CONFIG = {

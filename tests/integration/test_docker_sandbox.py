@@ -25,11 +25,27 @@ from core.errors import InvalidRequest, SandboxImageMissing, SandboxUnavailable
 from runner import _docker_config as cfg
 from runner.base import Language, Limits, RunRequest, RunResult
 from runner.docker import DockerSandbox
-from tests.support.docker_plugin import execute, input_file, our_containers, wait_until_gone
+from tests.support.docker_plugin import (
+    START_SLACK_S,
+    UNDER_GVISOR,
+    execute,
+    input_file,
+    our_containers,
+    wait_until_gone,
+)
 
 pytestmark = pytest.mark.docker
 
 MiB = 1024 * 1024
+
+#: A known gap of the packaged gVisor (20221219), see SECURITY.md: a process of the
+#: agent's uid can open /proc/1/fd/* of the non-dumpable PID 1 and SIGKILL it. Strict:
+#: a gVisor that closes the gap makes these pass, and the marker must go.
+GVISOR_AGENT_GAP = pytest.mark.xfail(
+    UNDER_GVISOR,
+    strict=True,
+    reason="gVisor 20221219 ignores PID 1's dumpable flag for /proc/1/fd and lets its uid kill it",
+)
 
 
 #: DockerSandbox pool arguments of each mode (without a LIGHT pool, DATA serves all).
@@ -225,49 +241,70 @@ class TestLimits:
         )
         # Killed at the 2 s limit, not the 30 s default. The bound leaves room for a
         # pooled request that waits for a warm container being prepared (the pool's
-        # measured waiting rule) on a busy machine.
-        assert 2 <= elapsed < 12, elapsed
+        # measured waiting rule) on a busy machine; the wall time adds the removal.
+        assert 2 <= result.duration_s < 12, result.duration_s
+        assert 2 <= elapsed < 12 + START_SLACK_S, elapsed
 
     def test_a_program_that_closes_its_output_still_times_out(self, sandbox: DockerSandbox) -> None:
         code = "import os, time\nos.close(1)\nos.close(2)\ntime.sleep(60)\n"
         started = time.monotonic()
         result = execute(sandbox, code, run_timeout_s=2)
-        assert result.timed_out and time.monotonic() - started < 8
+        # As above: room for a pooled request waiting for a warm container.
+        assert result.timed_out and time.monotonic() - started < 12 + START_SLACK_S
 
     def test_background_processes_do_not_hold_the_run(self, sandbox: DockerSandbox) -> None:
         code = "import subprocess\nsubprocess.Popen(['sleep', '60'])\nprint('done')\n"
         started = time.monotonic()
         result = execute(sandbox, code, run_timeout_s=20)
         assert result.stdout == "done\n" and not result.timed_out
-        assert time.monotonic() - started < 8
+        # Well below the 20 s limit and the 60 s sleep; room for a pooled wait as above.
+        assert time.monotonic() - started < 12 + START_SLACK_S
 
     def test_fork_bomb_is_stopped_by_the_pids_limit(self, sandbox: DockerSandbox) -> None:
         # The bomb runs in the background while the script waits with builtins only.
+        # Forks are slower under gVisor (ptrace): the bomb gets 8 s to reach the limit.
+        wait_s = 8 if UNDER_GVISOR else 3
         code = (
-            "bomb() { bomb | bomb & }\nbomb\nwhile [ $SECONDS -lt 3 ]; do :; done\necho survived\n"
+            "bomb() { bomb | bomb & }\nbomb\n"
+            f"while [ $SECONDS -lt {wait_s} ]; do :; done\necho survived\n"
         )
         started = time.monotonic()
         result = execute(sandbox, code, lang=Language.BASH, run_timeout_s=15)
-        assert time.monotonic() - started < 25
-        assert result.stdout == "survived\n" and not result.timed_out, result
-        assert "Resource temporarily unavailable" in result.stderr
+        assert time.monotonic() - started < 25 + START_SLACK_S
+        if UNDER_GVISOR and result.exit_code != 0 and not result.stdout:
+            # gVisor refuses the bomb's forks at the nproc limit, but on the ptrace
+            # platform the Sentry's host tasks grow with the bomb's churn: past the
+            # host bound (GVISOR_HOST_PIDS_FACTOR x the limit) the sandbox ends, and
+            # only that one (measured without a bound: a bash bomb makes 2000 host tasks in
+            # 3 s and 3600 in 19 s).
+            assert "rce: the sandbox stopped" in result.stderr, result
+            assert not result.timed_out
+        else:
+            assert result.stdout == "survived\n" and not result.timed_out, result
+            # Under gVisor the bomb's forks are slow enough that it may not reach the
+            # limit in its window (test_fork_loop_hits_the_pids_limit shows the limit).
+            assert UNDER_GVISOR or "Resource temporarily unavailable" in result.stderr
         follow_up = execute(sandbox, "print('alive')")
         assert follow_up.stdout == "alive\n"
 
     def test_fork_loop_hits_the_pids_limit(self, sandbox: DockerSandbox) -> None:
+        # The children exec sleep: under gVisor a forked Python child holds about 4 MB
+        # of the memory limit (measured: 127 of them, 492 MiB), so a loop of Python
+        # children meets the 512 MiB limit first; exec'ed sleeps (107 MiB) meet nproc.
         code = """
 import os, time
 children = 0
 try:
     while True:
         if os.fork() == 0:
-            time.sleep(30)
-            os._exit(0)
+            os.execvp('sleep', ['sleep', '30'])
         children += 1
 except OSError as exc:
     print('refused after', children, exc.strerror)
 """
-        result = execute(sandbox, code, run_timeout_s=20)
+        # Under gVisor (ptrace) a fork of a process that loaded pandas takes ~0.1 s
+        # (measured: 127 of them in 13 s): the run needs longer, not a lower limit.
+        result = execute(sandbox, code, run_timeout_s=60 if UNDER_GVISOR else 20)
         assert result.stdout.startswith("refused after"), result
         assert "Resource temporarily unavailable" in result.stdout
         assert int(result.stdout.split()[2]) < 128
@@ -378,7 +415,7 @@ open('real.txt', 'w').write('mine')
 
     def test_no_way_to_root(self, sandbox: DockerSandbox) -> None:
         code = """
-import json, os, shutil
+import ctypes, json, os, shutil
 lines = open('/proc/self/status').read().splitlines()
 status = dict(line.split(':\\t', 1) for line in lines if ':\\t' in line)
 try:
@@ -386,12 +423,16 @@ try:
     setuid = 'worked'
 except PermissionError:
     setuid = 'refused'
+# prctl rather than /proc/self/status: gVisor's status has no NoNewPrivs line.
+libc = ctypes.CDLL(None, use_errno=True)
 print(json.dumps({
     'uid': os.getuid(), 'euid': os.geteuid(), 'setuid': setuid,
     'sudo': shutil.which('sudo'),
     'su_setuid': os.path.exists('/bin/su') and bool(os.stat('/bin/su').st_mode & 0o4000),
-    'caps': {k: status[k].strip() for k in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb')},
-    'no_new_privs': status['NoNewPrivs'].strip(), 'seccomp': status['Seccomp'].strip(),
+    'caps': {k: status[k].strip() for k in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb')
+             if k in status},  # gVisor's status has no CapAmb line
+    'no_new_privs': libc.prctl(39, 0, 0, 0, 0), 'seccomp': libc.prctl(21, 0, 0, 0, 0),
+    'new_user_namespace': libc.unshare(0x10000000),
     'docker_sock': [p for p in ('/var/run/docker.sock', '/run/docker.sock') if os.path.exists(p)],
 }))
 """
@@ -400,9 +441,18 @@ print(json.dumps({
         assert facts["uid"] == facts["euid"] == 1000
         assert facts["setuid"] == "refused"
         assert facts["sudo"] is None and facts["su_setuid"] is False
+        assert {"CapPrm", "CapEff", "CapBnd"} <= set(facts["caps"])
         assert set(facts["caps"].values()) == {"0000000000000000"}
-        assert facts["no_new_privs"] == "1"
-        assert facts["seccomp"] == "2"  # the engine's default profile is on
+        assert facts["no_new_privs"] == 1  # PR_GET_NO_NEW_PRIVS
+        if UNDER_GVISOR:
+            # The engine's profile is not loaded inside gVisor (scripts/ensure-runsc.sh:
+            # --oci-seccomp breaks thread creation in this release); the program's calls
+            # reach gVisor's kernel, and only the Sentry's own filter reaches the host's.
+            assert facts["seccomp"] == 0
+        else:
+            # PR_GET_SECCOMP: the engine's default profile is on: no new user namespace.
+            assert facts["seccomp"] == 2
+            assert facts["new_user_namespace"] == -1
         assert facts["docker_sock"] == []
 
     def test_root_filesystem_is_read_only(self, sandbox: DockerSandbox) -> None:
@@ -441,7 +491,13 @@ for path in ('/etc/x', '/usr/x', '/opt/rce/x', '/x'):
             assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
             assert host["SecurityOpt"] == ["no-new-privileges"]
             assert host["NetworkMode"] == "none"
-            assert host["PidsLimit"] == 128
+            ulimits = {u["Name"]: u["Soft"] for u in host["Ulimits"]}
+            if UNDER_GVISOR:
+                # The program's limit is gVisor's nproc; the cgroup bounds the Sentry.
+                assert ulimits["nproc"] == 128
+                assert host["PidsLimit"] == 128 * cfg.GVISOR_HOST_PIDS_FACTOR
+            else:
+                assert host["PidsLimit"] == 128 and "nproc" not in ulimits
             assert host["Memory"] == host["MemorySwap"] == 512 * MiB
             assert host["NanoCpus"] == 500_000_000
             assert host["Init"] is False and host["Privileged"] is False
@@ -453,6 +509,7 @@ for path in ('/etc/x', '/usr/x', '/opt/rce/x', '/x'):
             assert labels["org.rce.service"] == "rce"
             assert int(labels["org.rce.deadline"]) > int(labels["org.rce.created-at"])
 
+    @GVISOR_AGENT_GAP
     def test_the_agent_and_its_reply_channel_are_unreachable_from_python(
         self, sandbox: DockerSandbox
     ) -> None:
@@ -486,6 +543,7 @@ print('ptrace', libc.ptrace(16, 1, 0, 0), ctypes.get_errno() != 0)
         assert lines[7:] == ["refused listing", "ptrace -1 True"], result.stdout
         assert result.exit_code == 0
 
+    @GVISOR_AGENT_GAP
     def test_the_reply_channel_is_unreachable_from_bash(self, sandbox: DockerSandbox) -> None:
         code = (
             "echo forged > /proc/$PPID/fd/1 && echo reached-ppid\n"
@@ -549,6 +607,7 @@ print('zombies', zombies)
 
 
 class TestFailures:
+    @GVISOR_AGENT_GAP
     def test_the_agent_survives_a_kill_of_every_process(self, sandbox: DockerSandbox) -> None:
         # The agent is PID 1 of the container: a signal from inside cannot kill it.
         code = (
@@ -561,6 +620,34 @@ class TestFailures:
         result = execute(sandbox, code, run_timeout_s=20)
         assert (result.exit_code, result.stdout) == (0, "ok\n"), result
 
+    @pytest.mark.parametrize(
+        ("lang", "code"),
+        [
+            (
+                Language.PYTHON,
+                "import os\n"
+                "try:\n"
+                "    with open(f'/proc/{os.getppid()}/fd/1', 'wb') as fh:\n"
+                "        fh.write(b'R\\0\\0\\0\\x02{}')\n"
+                "except OSError:\n"
+                "    print('still here')\n",
+            ),
+            (Language.BASH, "kill -9 1\nkill -9 $PPID\necho still here\n"),
+        ],
+        ids=["forged-reply", "agent-killed"],
+    )
+    def test_reaching_the_agent_ends_at_most_the_programs_own_exec(
+        self, sandbox: DockerSandbox, lang: Language, code: str
+    ) -> None:
+        # Refused under runc (the tests above); under gVisor (GVISOR_AGENT_GAP) the
+        # program can forge or end its own reply, and that is all it reaches.
+        result = execute(sandbox, code, lang=lang, run_timeout_s=10)
+        assert not result.timed_out, result
+        if not UNDER_GVISOR:
+            assert (result.exit_code, result.stdout) == (0, "still here\n"), result
+        follow_up = execute(sandbox, "print('clean')")
+        assert (follow_up.exit_code, follow_up.stdout) == (0, "clean\n"), follow_up
+
     def test_a_stuck_agent_is_cut_off_by_the_host_deadline(self, sandbox: DockerSandbox) -> None:
         # The program freezes its supervisor: only the host's own deadline can end the run.
         code = "import os, signal, time\nos.kill(os.getppid(), signal.SIGSTOP)\ntime.sleep(120)\n"
@@ -569,12 +656,20 @@ class TestFailures:
         elapsed = time.monotonic() - started
         assert result.timed_out and result.exit_code != 0
         assert "run time limit of 2 s (RCE_RUN_TIMEOUT_S)" in result.stderr
-        assert 2 <= elapsed < 2 + 15, elapsed
+        assert 2 <= elapsed < 2 + 15 + START_SLACK_S, elapsed
 
     def test_a_container_killed_from_outside_gives_an_error_result(
         self, sandbox: DockerSandbox, docker_client: docker.DockerClient
     ) -> None:
         exec_id = secrets.token_hex(6)
+
+        # Asked inside the container: under gVisor `docker top` lists the sandbox's own
+        # pids as if they were the host's, so it cannot find the job.
+        runs_the_job = [
+            "sh",
+            "-c",
+            "cat /proc/[0-9]*/cmdline | tr '\\0' ' ' | grep -q 'sleep[ ]29'",
+        ]
 
         def killer() -> None:
             # The container running the job is the one running "sleep 29".
@@ -584,8 +679,9 @@ class TestFailures:
                     if container.state != "running":
                         continue
                     try:
-                        processes = docker_client.api.top(container.name)["Processes"] or []
-                        if any("sleep 29" in " ".join(p) for p in processes):
+                        probe = docker_client.api.exec_create(container.name, runs_the_job)
+                        docker_client.api.exec_start(probe["Id"])
+                        if docker_client.api.exec_inspect(probe["Id"])["ExitCode"] == 0:
                             docker_client.api.kill(container.name)
                             return
                     except docker.errors.APIError:
@@ -602,7 +698,7 @@ class TestFailures:
             run_timeout_s=25,
         )
         thread.join()
-        assert time.monotonic() - started < 15
+        assert time.monotonic() - started < 15 + START_SLACK_S
         assert result.exit_code != 0 and not result.timed_out
         assert "rce: the sandbox stopped" in result.stderr
 

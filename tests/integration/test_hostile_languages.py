@@ -22,7 +22,7 @@ import pytest
 
 from runner.base import Language, Limits, RunResult
 from runner.docker import DockerSandbox
-from tests.support.docker_plugin import execute
+from tests.support.docker_plugin import UNDER_GVISOR, execute
 
 pytestmark = pytest.mark.docker
 
@@ -332,11 +332,21 @@ class TestHostile:
         self, warm: DockerSandbox, lang: str
     ) -> None:
         result = attack(warm, lang, "fork", run_timeout_s=60)
-        assert not result.timed_out and result.exit_code == 0, result
-        assert result.stdout.endswith("survived\n"), result
-        assert FORK_REFUSED.search(result.stdout + result.stderr), result
-        if counted := re.search(r"^refused (\d+)", result.stdout, re.MULTILINE):
-            assert int(counted[1]) < 128, result.stdout
+        if UNDER_GVISOR and (result.oom_killed or "rce: the sandbox stopped" in result.stderr):
+            # Under gVisor the pids limit is not always the first to hold (SECURITY.md,
+            # "The pids limit under runsc"): a forked interpreter holds about 4 MB of the
+            # memory limit, and a churning bomb can grow the Sentry past the host bound.
+            # Either ends this sandbox only, within the run's time.
+            assert not result.timed_out, result
+        else:
+            assert not result.timed_out and result.exit_code == 0, result
+            assert result.stdout.endswith("survived\n"), result
+            # Under gVisor bash's bomb forks slowly enough that it may not reach the
+            # limit in its 3 s window (test_docker_sandbox's fork loop shows the limit).
+            slow_bomb = UNDER_GVISOR and lang == "bash"
+            assert slow_bomb or FORK_REFUSED.search(result.stdout + result.stderr), result
+            if counted := re.search(r"^refused (\d+)", result.stdout, re.MULTILINE):
+                assert int(counted[1]) < 128, result.stdout
         assert_next_run_is_clean(warm)
 
     def test_memory_exhaustion_is_stopped_and_reported(
@@ -346,6 +356,10 @@ class TestHostile:
         assert not result.timed_out and result.exit_code != 0, result
         if lang == "java":  # the JVM's heap cap holds first
             assert "java.lang.OutOfMemoryError" in result.stderr, result
+        elif UNDER_GVISOR and "agent exit code 137" in result.stderr:
+            # The cgroup's OOM kill can take the whole gVisor sandbox (its kernel with
+            # the agent), which the engine does not always flag as OOMKilled.
+            assert "rce: the sandbox stopped" in result.stderr, result
         else:
             assert result.oom_killed and result.exit_code == 137, result
             assert "rce: killed: out of memory (limit 512 MiB, RCE_MEM_LIMIT)" in result.stderr

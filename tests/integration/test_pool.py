@@ -24,11 +24,12 @@ import pytest
 from prometheus_client import generate_latest
 
 from handler.metrics import Metrics
+from runner import _docker_config as cfg
 from runner import pool_sizing
 from runner.base import Language, Limits, RunRequest
 from runner.docker import DockerSandbox
 from runner.pool import WarmPool
-from tests.support.docker_plugin import execute, our_containers, wait_until_gone
+from tests.support.docker_plugin import UNDER_GVISOR, execute, our_containers, wait_until_gone
 
 REPO = Path(__file__).resolve().parents[2]
 #: Prints whether pandas was imported before the program's first line ran.
@@ -458,7 +459,13 @@ class TestDockerPool:
             assert time.monotonic() < end, f"the old warm container was not drained: {current}"
             time.sleep(0.2)
         [name] = current
-        assert docker_client.api.inspect_container(name)["HostConfig"]["PidsLimit"] == 64
+        host = docker_client.api.inspect_container(name)["HostConfig"]
+        ulimits = {u["Name"]: u["Soft"] for u in host["Ulimits"]}
+        if UNDER_GVISOR:  # the limit is gVisor's nproc; the cgroup leaves room for gVisor
+            assert ulimits["nproc"] == 64
+            assert host["PidsLimit"] == 64 * cfg.GVISOR_HOST_PIDS_FACTOR
+        else:
+            assert host["PidsLimit"] == 64
 
     def test_idle_warm_containers_are_recycled(
         self,

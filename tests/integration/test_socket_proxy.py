@@ -553,6 +553,97 @@ class TestOptionalAllowances:
         assert status == 403, answer
 
 
+@pytest.fixture(scope="module")
+def gvisor_proxy(
+    engine: docker.DockerClient, sandbox_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
+    """The proxy of a gVisor deployment in allowlist mode: RCE_RUNTIME=runsc and
+    RCE_NETWORK_MODE=allowlist give RCE_PROXY_RUNTIMES=runsc-net (see runner.network)."""
+    with running_proxy(
+        tmp_path_factory.mktemp("gvisor-proxy"),
+        sandbox_image,
+        RCE_PROXY_RUNTIMES="runsc,runsc-net",
+        RCE_PROXY_NETWORKS="rce-allowlist",
+    ) as running:
+        yield running
+
+
+class TestExactRuntimeAndNetworks:
+    """With runsc configured, a create must name an allowed runtime: one naming none
+    (the engine default, runc) is refused. RCE_PROXY_NETWORKS allows exactly the
+    listed networks besides none."""
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            _with_host(Runtime="runsc"),
+            _with_host(Runtime="runsc-net", NetworkMode="rce-allowlist"),
+            _with_top(Runtime="runsc"),
+        ],
+        ids=["runsc", "runsc-net on the allowlist network", "runsc at the top level"],
+    )
+    def test_passes_the_configured_runtime(
+        self, body: dict[str, Any], gvisor_proxy: Proxy, engine: docker.DockerClient
+    ) -> None:
+        name = sandbox_name()
+        try:
+            status, answer = gvisor_proxy.request(
+                "POST", f"/v1.41/containers/create?name={name}", body
+            )
+            assert status != 403, answer
+        finally:
+            for container in engine.containers.list(all=True, filters={"name": name}):
+                container.remove(force=True)
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            hardened_config(),
+            _with_host(Runtime=""),
+            _with_host(Runtime=None),
+            _with_host(Runtime="runc"),
+            _with_host(Runtime="io.containerd.runc.v2"),
+            _with_host(Runtime="RUNSC"),
+            _with_host(Runtime="runsc", NetworkMode="rce-open"),
+            _with_host(Runtime="runsc", NetworkMode="bridge"),
+            _with_host(Runtime="runsc", NetworkMode="rce-allowlist-2"),
+        ],
+        ids=[
+            "no runtime (engine default)",
+            "empty runtime",
+            "null runtime",
+            "runc",
+            "containerd runc shim",
+            "case-folded name",
+            "unlisted network",
+            "bridge",
+            "network name prefix",
+        ],
+    )
+    def test_refuses_everything_else(self, body: dict[str, Any], gvisor_proxy: Proxy) -> None:
+        status, answer = gvisor_proxy.request(
+            "POST", f"/containers/create?name={sandbox_name()}", body
+        )
+        assert status == 403, answer
+
+    def test_the_default_proxy_still_takes_a_create_naming_no_runtime(
+        self, proxy: Proxy, engine: docker.DockerClient
+    ) -> None:
+        name = sandbox_name()
+        try:
+            status, answer = proxy.request(
+                "POST", f"/v1.41/containers/create?name={name}", hardened_config()
+            )
+            assert status == 201, answer
+            status, answer = proxy.request(
+                "POST", f"/containers/create?name={sandbox_name()}", _with_host(Runtime="runsc")
+            )
+            assert status == 403, answer
+        finally:
+            for container in engine.containers.list(all=True, filters={"name": name}):
+                container.remove(force=True)
+
+
 def _issue(
     name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None, **ext: Any
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:

@@ -27,6 +27,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.docker_plugin import TEST_RUNTIME
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Variables a child needs from the parent; every RCE_*/AWS_* setting is explicit.
@@ -97,6 +99,8 @@ def server_env(
         "RCE_POOL_DATA_SIZE": str(pool_size),
         "RCE_HOST": "127.0.0.1",
     }
+    if TEST_RUNTIME:
+        env["RCE_RUNTIME"] = TEST_RUNTIME
     if api_key and jwt_public_key_file:
         env["RCE_AUTH_MODE"] = "both"
     elif jwt_public_key_file:

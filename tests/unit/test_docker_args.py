@@ -101,6 +101,26 @@ class TestCreateBody:
         assert ulimits["nofile"] == (256, 256)
         assert ulimits["fsize"] == (64 * MiB, 64 * MiB)
         assert ulimits["core"] == (0, 0)
+        # Under runc nproc would count every sandbox of host uid 1000 together.
+        assert "nproc" not in ulimits
+
+    @pytest.mark.parametrize("runtime", ["runsc", "runsc-net", "runsc-kvm"])
+    def test_under_gvisor_the_pids_limit_is_nproc_and_the_cgroup_leaves_room(
+        self, runtime: str
+    ) -> None:
+        host = body(Limits(pids_limit=100), runtime=runtime)["HostConfig"]
+        assert isinstance(host, dict)
+        ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in host["Ulimits"]}
+        assert ulimits["nproc"] == (100, 100)
+        assert host["PidsLimit"] == 100 * cfg.GVISOR_HOST_PIDS_FACTOR
+        assert host["Runtime"] == runtime
+
+    @pytest.mark.parametrize("runtime", [None, "runc", "runscx", "kata"])
+    def test_other_runtimes_keep_the_pids_cgroup_as_the_limit(self, runtime: str | None) -> None:
+        host = body(Limits(pids_limit=100), runtime=runtime)["HostConfig"]
+        assert isinstance(host, dict)
+        assert host["PidsLimit"] == 100
+        assert "nproc" not in {u["Name"] for u in host["Ulimits"]}
 
     def test_network_only_when_enabled(self) -> None:
         created = body(Limits(network_enabled=True))
