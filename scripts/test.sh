@@ -17,8 +17,10 @@ RUNSC_PATHS=(tests/integration tests/e2e/test_hostile_inputs.py tests/e2e/test_l
 RUNSC_IGNORE=(--ignore=tests/integration/test_socket_proxy.py --ignore=tests/integration/test_userns.py)
 IMAGE="${RCE_IMAGE_NAME:-custom-rce-kernel:latest}"
 
+# The same test as tests/support/services.py's in_ci: CI is 1, true or yes, any case.
 in_ci() {
-  case "${CI:-}" in 1|true|TRUE|True|yes) return 0 ;; *) return 1 ;; esac
+  local ci="${CI:-}"
+  case "${ci,,}" in 1|true|yes) return 0 ;; *) return 1 ;; esac
 }
 
 # Registers runsc and starts one bare container under it; says why not otherwise.
