@@ -44,7 +44,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -62,6 +61,7 @@ from runner import _docker_config as cfg
 from runner import pool_sizing
 from runner._docker_errors import already_gone, engine_errors
 from runner._docker_stream import AttachedStream, StreamTimeout
+from runner.activity import Activity, Deferred
 from runner.base import Limits, RunRequest, RunResult
 from runner.network import SandboxNetwork
 from runner.pool import MAX_PARALLEL_FILLS, WarmPool
@@ -154,6 +154,8 @@ class _Container:
     pooled: bool = False
     #: Its agent's READY frame is still to be read (a cold start of a warm flavour).
     ready_unread: bool = False
+    #: Its agent sent a complete reply: it exits by itself, its removal can wait.
+    finished: bool = False
     removed: bool = field(default=False)
 
 
@@ -210,7 +212,11 @@ class DockerSandbox:
         self._labels = dict(labels or {})
         self._cold_flavour = cold_flavour
         self._max_run_timeout_s = max_run_timeout_s
-        self._removal = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rce-remove")
+        #: Runs in flight: refills and removals wait for a pause in them.
+        self._activity = Activity()
+        self._removal: Deferred[Callable[[], None]] = Deferred(
+            lambda removal: removal(), self._activity, workers=4, name="rce-remove"
+        )
         #: Names whose removal failed (the engine was unreachable): retried by
         #: ``reap()`` and ``close()``, so an outage does not leave them to the deadline.
         self._unremoved: set[str] = set()
@@ -248,6 +254,7 @@ class DockerSandbox:
                     prepare_prior_s=_PREPARE_PRIOR_S[flavour],
                     on_tick=self._replan,
                     on_demand=on_demand,
+                    hold_back_s=self._activity.quiet_in,
                 )
         self._exit_hook: Callable[[], None] | None = None
         if self._pools:
@@ -305,13 +312,17 @@ class DockerSandbox:
         started = time.monotonic()
         header = encode_job_header(request)  # validates names before any container exists
         wanted = cfg.flavour_for(request)
-        pooled = self._take_pooled(request, wanted)
-        path = pooled[1] if pooled is not None else "cold"
-        container = pooled[0] if pooled is not None else self._start_cold(request)
+        self._activity.begin()
         try:
-            result = self._exchange(container, request, header, started)
+            pooled = self._take_pooled(request, wanted)
+            path = pooled[1] if pooled is not None else "cold"
+            container = pooled[0] if pooled is not None else self._start_cold(request)
+            try:
+                result = self._exchange(container, request, header, started)
+            finally:
+                self._discard(container)
         finally:
-            self._discard(container)
+            self._activity.end()
         if not result.timed_out and not result.oom_killed:
             self._note_cost(wanted, path, time.monotonic() - started)
         return result
@@ -371,7 +382,7 @@ class DockerSandbox:
             closer.start()
         for closer in closers:
             closer.join()
-        self._removal.shutdown(wait=True)
+        self._removal.close()
         for pause_s in _CLOSE_RETRY_S:
             with self._unremoved_lock:
                 if not self._unremoved:
@@ -604,20 +615,30 @@ class DockerSandbox:
         return [flavour for flavour in order if flavour in self._pools]
 
     def _discard(self, container: _Container) -> None:
-        """Close the stream now; remove the container in the background."""
+        """Close the stream now; remove the container in the background: once the
+        host is quiet when its agent replied (it exits by itself), at once otherwise."""
         if container.removed:
             return
         container.removed = True
         container.stream.close()
-        self._remove_later(container.name)
+        self._remove_later(container.name, defer=container.finished)
 
     def _remove_later(
-        self, name: str, *, retry_s: tuple[float, ...] = _REMOVE_RETRY_S, quiet: bool = False
+        self,
+        name: str,
+        *,
+        retry_s: tuple[float, ...] = _REMOVE_RETRY_S,
+        quiet: bool = False,
+        defer: bool = False,
     ) -> None:
+        removal = functools.partial(self._remove, name, retry_s=retry_s, quiet=quiet)
         try:
-            self._removal.submit(self._remove, name, retry_s=retry_s, quiet=quiet)
+            if defer:
+                self._removal.submit(removal)
+            else:
+                self._removal.now(removal)
         except RuntimeError:  # closed: remove inline
-            self._remove(name, retry_s=retry_s, quiet=quiet)
+            removal()
 
     def _remove(
         self, name: str, *, retry_s: tuple[float, ...] = _REMOVE_RETRY_S, quiet: bool = False
@@ -692,6 +713,7 @@ class DockerSandbox:
             if not sent:
                 why = "the sandbox stopped while it was receiving the input files"
             return self._failed(container, request, reply, started, why)
+        container.finished = True
         return build_result(reply, request, duration_s=time.monotonic() - started)
 
     def _send_job(self, stream: AttachedStream, request: RunRequest, header: bytes) -> bool:

@@ -19,6 +19,12 @@ destroys ready entries above the target once they are older than
 ``max_idle_s`` (before the deadline their labels carry) and backs off when creation
 fails. ``close()`` stops it and destroys every entry.
 
+Refills step aside for the runs being served (``runner.activity``): while the owner's
+``hold_back_s()`` says the host is busy, the pool starts no preparation as long as it
+holds more ready entries than its reserve (``pool_sizing.reserve``: the arrivals
+expected during one preparation); it catches up once the host is quiet, or as soon as
+its stock falls to the reserve.
+
 The pool knows nothing about Docker: it is given ``create(key) -> entry`` (blocks
 until the entry is ready) and ``destroy(entry)``.
 """
@@ -71,13 +77,15 @@ class WarmPool(Generic[K, E]):
         prepare_prior_s: float = 0.5,
         on_tick: Callable[[], None] | None = None,
         on_demand: bool = False,
+        hold_back_s: Callable[[], float] | None = None,
     ) -> None:
         """``parallel_fills`` bounds the entries prepared at once (default: size, at
         least 1, at most ``MAX_PARALLEL_FILLS``; the plan may lower it). ``entry_mb``
         is the memory one ready entry holds; ``prepare_prior_s`` the preparation time
         assumed until one is measured; ``on_tick`` runs on every maintenance round
         (the owner re-plans there). ``on_demand`` enables a pool of size 0: its target
-        follows its demand only."""
+        follows its demand only. ``hold_back_s`` says how long until the host is quiet
+        (0: now): refills above the reserve wait for it."""
         if size < 0:
             raise ValueError("pool size must be >= 0")
         self.size = size
@@ -89,6 +97,7 @@ class WarmPool(Generic[K, E]):
         self._max_idle_s = max_idle_s
         self._clock = clock
         self._on_tick = on_tick
+        self._hold_back_s = hold_back_s or (lambda: 0.0)
         self._cond = threading.Condition()
         self._ready: deque[_Ready[E]] = deque()
         self._pending = 0
@@ -177,10 +186,9 @@ class WarmPool(Generic[K, E]):
             if self._key != key:
                 stale.extend(self._rekey_locked(key))
             found = self._pop_ready_locked(stale)
-            if found is None:
-                self._shortfall.record(self._clock())
-                if alternative_s > 0:
-                    found = self._wait_for_fill_locked(key, alternative_s, stale)
+            self._shortfall.record(self._clock(), missed=found is None)
+            if found is None and alternative_s > 0:
+                found = self._wait_for_fill_locked(key, alternative_s, stale)
             if found is None:
                 self._misses += 1
             else:
@@ -293,7 +301,13 @@ class WarmPool(Generic[K, E]):
                     self._on_tick()
                 except Exception:
                     log.exception("warm pool: re-planning failed")
+            try:
+                hold_back_s = self._hold_back_s()
+            except Exception:
+                log.exception("warm pool: could not tell whether the host is busy")
+                hold_back_s = 0.0
             stale: list[E] = []
+            wait_s = _TICK_S
             with self._cond:
                 if self._closed:
                     return
@@ -308,6 +322,11 @@ class WarmPool(Generic[K, E]):
                 key, generation = self._key, self._generation
                 if key is None or now < self._retry_at:
                     missing = 0
+                if missing > 0 and hold_back_s > 0:
+                    reserve = pool_sizing.reserve(self._rate.rate(now), self._prepare.value)
+                    if len(self._ready) + self._pending > reserve:
+                        missing = 0  # the host is serving runs: refill once it is quiet
+                        wait_s = min(_TICK_S, hold_back_s)
                 self._pending += max(missing, 0)
             for entry in stale:
                 self._destroy_quietly(entry)
@@ -316,7 +335,7 @@ class WarmPool(Generic[K, E]):
                 self._workers.submit(self._fill, key, generation)
             with self._cond:
                 if not self._closed:
-                    self._cond.wait(_TICK_S)
+                    self._cond.wait(wait_s)
 
     def _fill(self, key: K, generation: int) -> None:
         with self._cond:
