@@ -5,11 +5,14 @@ refilling its pool (create, attach and start a container, the agent's start-up; 
 0.4 CPU-second of engine work for a light container, more for a data one) and
 removing the used container. Done at once, that work shares the cores with the next
 run of a burst and makes it several times slower. ``Activity`` counts the runs in
-flight and says how long until the host is quiet again (no run for
-``QUIET_AFTER_S``); ``Deferred`` holds queued work (container removals) back until
-then, within bounds:
+flight and says how long background work should still wait: while runs come one
+at a time (a client sending its execs back to back), until the host is quiet again
+(no run for ``QUIET_AFTER_S``); not at all while more than one runs at once
+(sustained concurrent load: the work must keep pace with it, and holding it back
+would only borrow from the pools' stock). ``Deferred`` holds queued work (container
+removals) back that long, within bounds:
 
-- while runs are served, an item waits until the backlog exceeds ``max_backlog`` or
+- while a run is served, an item waits until the backlog exceeds ``max_backlog`` or
   the oldest item is ``max_delay_s`` old, then goes at once;
 - once quiet, the backlog is drained with ``workers`` in parallel;
 - ``close()`` does everything left before returning.
@@ -69,12 +72,15 @@ class Activity:
             return self._in_flight
 
     def quiet_in(self) -> float:
-        """Seconds until the host is quiet (0: quiet now; ``quiet_after_s`` while a run
-        is in flight: at least that long)."""
+        """Seconds background work should still wait: until the host is quiet while
+        one run is in flight (``quiet_after_s``, at least) or just ended; 0 when quiet
+        or while several runs are in flight."""
         with self.condition:
             return self._quiet_in_locked()
 
     def _quiet_in_locked(self) -> float:
+        if self._in_flight > 1:
+            return 0.0
         if self._in_flight:
             return self.quiet_after_s
         return max(0.0, self._last_end + self.quiet_after_s - self._clock())
