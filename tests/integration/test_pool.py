@@ -374,8 +374,11 @@ class TestDockerPool:
         assert first.exit_code == 0 and second.stdout == "[]\n"
         first.close()
         assert box.wait_pool_ready(120)
+        # The used ones go once the runs pause (their removal steps aside for runs).
+        used = {i.name for i in listed}
+        assert wait_for(lambda: not used & set(self.case_containers(docker_client, case)), 10)
         now = set(self.case_containers(docker_client, case))
-        assert len(now) == 2 and not now & {i.name for i in listed}
+        assert len(now) == 2 and not now & used
 
     def test_an_empty_pool_waits_no_longer_than_a_cold_start(
         self, make_sandbox: Callable[..., DockerSandbox], case: dict[str, str]
