@@ -61,7 +61,7 @@ from runner import _docker_config as cfg
 from runner import pool_sizing
 from runner._docker_errors import already_gone, engine_errors
 from runner._docker_stream import AttachedStream, StreamTimeout
-from runner.activity import Activity, Deferred
+from runner.activity import MAX_DELAY_S, Activity, Deferred
 from runner.base import Limits, RunRequest, RunResult
 from runner.network import SandboxNetwork
 from runner.pool import MAX_PARALLEL_FILLS, WarmPool
@@ -108,6 +108,12 @@ ENTRY_MB = {
     cfg.Flavour.NODE: 30.0,
     cfg.Flavour.JAVA: 55.0,
 }
+#: How long a container's agent waits for its removal after a complete reply instead
+#: of exiting (``rce_agent.supervise.linger``): its exit, engine work, then comes with
+#: the removal, which waits while execs come one at a time (``runner.activity``). Above
+#: the longest that removal waits, so the container exits by itself only when the
+#: host died meanwhile.
+LINGER_S = MAX_DELAY_S + 10.0
 #: Memory all warm containers may hold together beyond the configured pool sizes.
 DEFAULT_POOL_BUDGET_MB = 1024.0
 #: Preparation time assumed until the pool measured one (seconds; medians measured
@@ -310,7 +316,8 @@ class DockerSandbox:
     def run(self, request: RunRequest) -> RunResult:
         """Run one job in a fresh container; see ``runner.base.Sandbox.run``."""
         started = time.monotonic()
-        header = encode_job_header(request)  # validates names before any container exists
+        # Validates names before any container exists.
+        header = encode_job_header(request, linger_s=LINGER_S)
         wanted = cfg.flavour_for(request)
         self._activity.begin()
         try:

@@ -186,8 +186,7 @@ class WarmPool(Generic[K, E]):
             if self._key != key:
                 stale.extend(self._rekey_locked(key))
             found = self._pop_ready_locked(stale)
-            if found is None:
-                self._shortfall.record(self._clock())
+            self._shortfall.record(self._clock(), missed=found is None)
             if found is None and alternative_s > 0:
                 found = self._wait_for_fill_locked(key, alternative_s, stale)
             if found is None:

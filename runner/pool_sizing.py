@@ -8,11 +8,12 @@ target per flavour:
 
 - ``want = ceil(HEADROOM × rate × prepare_s + shortfall)``, at least the flavour's
   floor (its ``RCE_POOL_SIZE`` / ``RCE_POOL_DATA_SIZE``, always honoured).
-  ``shortfall`` is what refilling could not cover in a recent burst: the most
-  requests that found the pool empty within ``SHORTFALL_WINDOW_S``, remembered for
-  about ``SHORTFALL_MEMORY_S`` (``ShortfallMeter``). A burst faster than the host
-  can prepare sandboxes drains any pool sized from the rate alone; holding the
-  shortfall of the last one serves the next one warm;
+  ``shortfall`` is the size of a recent burst the pool could not serve from stock:
+  the most requests within ``SHORTFALL_WINDOW_S`` of one that found the pool empty,
+  remembered for about ``SHORTFALL_MEMORY_S`` (``ShortfallMeter``). A burst faster
+  than the host can prepare sandboxes drains any pool sized from the rate alone,
+  and refills step aside while requests are served (``runner.activity``); holding
+  the whole of the last burst serves the next one from stock;
 - everything above the floors shares the memory budget: when the flavours want more
   than it holds, each gets its growth above the floor scaled down alike (the light
   flavour's share is rounded first, being the cheap one);
@@ -28,6 +29,7 @@ Nothing here reads a clock or touches an engine: callers pass the time in.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -37,8 +39,10 @@ HEADROOM = 2.0
 #: Time constants of the rate estimate (seconds): a fast one and a slow one.
 SHORT_TAU_S = 2.0
 LONG_TAU_S = 60.0
-#: Window over which requests that found the pool empty are counted.
+#: Window over which the requests of a burst are counted.
 SHORTFALL_WINDOW_S = 10.0
+#: Most requests of one window counted (beyond any pool a budget allows).
+MAX_BURST_EVENTS = 10_000
 #: Time constant of the memory of the largest shortfall (seconds).
 SHORTFALL_MEMORY_S = 600.0
 #: Containers above the target are kept this long after their preparation, so a
@@ -155,13 +159,14 @@ class RateMeter:
 
 
 class ShortfallMeter:
-    """The most requests that found the pool empty within ``SHORTFALL_WINDOW_S``,
-    decaying with ``SHORTFALL_MEMORY_S``."""
+    """The most requests within ``SHORTFALL_WINDOW_S`` when one found the pool empty
+    (counted then: the requests of the window up to it), decaying with
+    ``SHORTFALL_MEMORY_S``."""
 
     __slots__ = ("_at", "_events", "_peak")
 
     def __init__(self) -> None:
-        self._events: list[float] = []
+        self._events: deque[float] = deque(maxlen=MAX_BURST_EVENTS)
         self._peak = 0.0
         self._at: float | None = None
 
@@ -171,14 +176,15 @@ class ShortfallMeter:
         if self._at is None or now > self._at:
             self._at = now
         cutoff = now - SHORTFALL_WINDOW_S
-        if self._events and self._events[0] < cutoff:
-            self._events = [t for t in self._events if t >= cutoff]
+        while self._events and self._events[0] < cutoff:
+            self._events.popleft()
 
-    def record(self, now: float) -> None:
-        """One request that found no ready entry, at ``now``."""
+    def record(self, now: float, *, missed: bool = True) -> None:
+        """One request at ``now``; ``missed``: it found no ready entry."""
         self._decay(now)
         self._events.append(now)
-        self._peak = max(self._peak, float(len(self._events)))
+        if missed:
+            self._peak = max(self._peak, float(len(self._events)))
 
     def value(self, now: float) -> float:
         """The estimate at ``now``."""

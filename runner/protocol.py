@@ -100,13 +100,15 @@ def output_name_problem(name: object) -> str | None:
 # ----------------------------------------------------------------------- job
 
 
-def encode_job_header(request: RunRequest) -> bytes:
-    """The job header the agent reads first: magic, length, JSON."""
+def encode_job_header(request: RunRequest, *, linger_s: float = 0.0) -> bytes:
+    """The job header the agent reads first: magic, length, JSON. ``linger_s`` > 0
+    asks the agent to wait that long for its removal after the reply instead of
+    exiting (``rce_agent.supervise.linger``)."""
     names = [check_name(f.name) for f in request.files]
     if len(set(names)) != len(names):
         raise InvalidRequest("the same file name is given twice")
     limits = request.limits
-    header = {
+    header: dict[str, object] = {
         "lang": request.language.value,
         "code": request.code,
         "args": list(request.args),
@@ -118,6 +120,8 @@ def encode_job_header(request: RunRequest) -> bytes:
             "max_files": limits.max_files,
         },
     }
+    if linger_s > 0:
+        header["linger_s"] = linger_s
     body = json.dumps(header, ensure_ascii=True).encode("ascii")
     return JOB_MAGIC + struct.pack(">I", len(body)) + body
 

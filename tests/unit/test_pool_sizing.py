@@ -146,3 +146,20 @@ class TestShortfall:
         assert meter.value(250.0) < 30
         assert meter.value(250.0) > 20  # still remembered
         assert meter.value(100.0 + 10 * pool_sizing.SHORTFALL_MEMORY_S) < 1
+
+
+class TestBurstShortfall:
+    def test_a_miss_counts_the_whole_burst_so_far(self) -> None:
+        meter = pool_sizing.ShortfallMeter()
+        for i in range(40):  # 40 requests in 4 s, served from stock
+            meter.record(100.0 + i * 0.1, missed=False)
+        assert meter.value(104.0) == 0.0  # never short: nothing to hold
+        meter.record(104.0)  # the 41st found the pool empty
+        assert meter.value(104.0) == pytest.approx(41, rel=0.01)
+
+    def test_requests_outside_the_window_do_not_count(self) -> None:
+        meter = pool_sizing.ShortfallMeter()
+        for i in range(20):
+            meter.record(100.0 + i * 0.1, missed=False)
+        meter.record(100.0 + pool_sizing.SHORTFALL_WINDOW_S + 5.0)
+        assert meter.value(100.0 + pool_sizing.SHORTFALL_WINDOW_S + 5.0) == pytest.approx(1.0)

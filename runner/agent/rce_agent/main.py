@@ -14,6 +14,7 @@ from rce_agent.supervise import (
     Reaper,
     exit_code_of,
     harden,
+    linger,
     oom_kills,
     spawn,
     supervise,
@@ -154,6 +155,14 @@ def run_job(job: dict[str, Any], preloaded: bool, warm: WarmChild | None = None)
     )
 
 
+def linger_seconds(job: dict[str, Any]) -> float:
+    """The job's ``linger_s`` (0 when absent or not a number)."""
+    value = job.get("linger_s", 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    return float(value)
+
+
 def main() -> int:
     hardened = harden()
     # Files uploaded to the workspace must not shadow what the agent imports.
@@ -185,4 +194,6 @@ def main() -> int:
         with contextlib.suppress(OSError):
             send_json(b"R", {"error": f"agent failed: {type(exc).__name__}: {exc}"[:2000]})
         return 1
+    # The reply is complete: the host removes the container when it has time.
+    linger(linger_seconds(job))
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import selectors
 import signal
@@ -140,6 +141,63 @@ def kill_everything(pid: int) -> None:
     if os.getpid() == 1:
         with contextlib.suppress(OSError):
             os.kill(-1, signal.SIGKILL)
+
+
+#: What the agent becomes once its reply is out (``linger``): a process that holds
+#: nothing and waits to be removed (its argument: the seconds to wait at most).
+LINGER_PROGRAM = "/bin/sleep"
+#: Longest linger the agent accepts (seconds).
+MAX_LINGER_S = 300
+#: Rounds of ``kill(-1)`` before lingering (a process forking meanwhile can escape one).
+_LINGER_KILL_ROUNDS = 20
+
+
+def _other_processes() -> list[int]:
+    """PIDs in this PID namespace other than ours (from /proc)."""
+    me = os.getpid()
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    return [int(n) for n in names if n.isdigit() and int(n) != me]
+
+
+def linger(seconds: float) -> None:
+    """After a complete reply, wait up to ``seconds`` (the job's ``linger_s``) for the
+    host to remove the container instead of exiting. Only as the container's PID 1
+    and for ``seconds`` > 0; returns (the agent then exits) otherwise or when nothing
+    can be exec'ed.
+
+    The container's exit is engine work (its teardown) that, done at once, shares the
+    cores with the next run of a client sending execs back to back; lingering moves
+    it to the removal, which the host does when the host is quiet (``runner.activity``)
+    and at once under concurrent load. Every other process is killed and reaped first
+    (``kill(-1)`` until none is left), then the agent becomes ``LINGER_ARGV``: the
+    program cannot outlive its reply, and the memory the agent held (a data
+    flavour's preloaded libraries) is released. The engine's SIGKILL ends it, or it
+    exits once ``seconds`` have passed (a host that died meanwhile never removes it).
+    """
+    if os.getpid() != 1 or not seconds > 0:
+        return
+    for _ in range(_LINGER_KILL_ROUNDS):
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGKILL)
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+        if not _other_processes():
+            break
+    else:
+        return  # something survived every round: exit, and the kernel ends it with us
+    sys.stdout.flush()
+    sys.stderr.flush()
+    wait_s = str(math.ceil(min(seconds, MAX_LINGER_S)))
+    with contextlib.suppress(OSError):
+        os.execv(LINGER_PROGRAM, [LINGER_PROGRAM, wait_s])  # noqa: S606 - a fixed argv, no shell
 
 
 class Reaper:
