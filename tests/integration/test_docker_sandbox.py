@@ -724,6 +724,34 @@ class TestLifecycle:
             execute(box, code, exec_id=exec_id, run_timeout_s=timeout)
             assert wait_until_gone(docker_client, 10, **{"org.rce.exec-id": exec_id}) == []
 
+    def test_a_finished_container_lingers_as_one_sleep_until_the_host_is_quiet(
+        self, docker_client: docker.DockerClient, make_sandbox: Callable[..., DockerSandbox]
+    ) -> None:
+        """After its reply the agent waits for the removal (``linger``), every other
+        process killed: a daemon the program left does not outlive the reply. The
+        removal waits while another run is in flight, and comes once none is."""
+        box = make_sandbox()
+        busy = threading.Thread(target=execute, args=(box, "import time; time.sleep(6)"))
+        busy.start()
+        time.sleep(1.0)
+        exec_id = secrets.token_hex(6)
+        code = (
+            "import os, subprocess\n"
+            "subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    os.execvp('sleep', ['sleep', '301'])\n"
+            "print('left two daemons')\n"
+        )
+        assert execute(box, code, exec_id=exec_id).stdout == "left two daemons\n"
+        [lingering] = our_containers(docker_client, **{"org.rce.exec-id": exec_id})
+        assert lingering.state == "running"
+        top = docker_client.api.top(lingering.name)
+        commands = [" ".join(row[top["Titles"].index("CMD")].split()) for row in top["Processes"]]
+        assert len(commands) == 1 and commands[0].startswith("/bin/sleep"), commands
+        busy.join()
+        assert wait_until_gone(docker_client, 10, **{"org.rce.exec-id": exec_id}) == []
+
     def test_pooled_container_is_removed_after_its_run(
         self,
         docker_client: docker.DockerClient,

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 from rce_agent import wire
+from rce_agent.main import linger_seconds
 from rce_agent.restore import restore, safe_relative
-from rce_agent.supervise import Reaper, exit_code_of, spawn, supervise
+from rce_agent.supervise import Reaper, exit_code_of, linger, spawn, supervise
 
 from runner.base import Language, Limits, RunRequest
-from runner.protocol import ChunkedSink, ReplyReader
+from runner.protocol import ChunkedSink, ReplyReader, encode_job_header
 
 from .conftest import AGENT_ROOT
 
@@ -169,3 +170,30 @@ def test_collected_frames_parse_on_the_host(tmp_path: Path) -> None:
     assert reply.result["deleted"] == ["gone.txt"]
     assert reply.result["skipped"] == [["link", "symbolic link (not followed)"]]
     reply.discard_outputs()
+
+
+class TestLinger:
+    """After a complete reply the agent waits for its removal (only as PID 1)."""
+
+    def test_the_host_asks_for_a_linger_only_when_given_one(self) -> None:
+        request = RunRequest(language=Language.PYTHON, code="print(1)")
+
+        def header(raw: bytes) -> dict[str, object]:
+            parsed = json.loads(raw[8:])
+            assert isinstance(parsed, dict)
+            return parsed
+
+        assert "linger_s" not in header(encode_job_header(request))
+        assert header(encode_job_header(request, linger_s=30.0))["linger_s"] == 30.0
+
+    @pytest.mark.parametrize(
+        ("job", "seconds"),
+        [({}, 0.0), ({"linger_s": 30}, 30.0), ({"linger_s": "30"}, 0.0), ({"linger_s": True}, 0.0)],
+    )
+    def test_only_a_number_asks_for_a_linger(self, job: dict[str, object], seconds: float) -> None:
+        assert linger_seconds(job) == seconds
+
+    def test_an_agent_that_is_not_pid_1_does_not_linger(self) -> None:
+        started = time.monotonic()
+        linger(30.0)  # returns at once: this process is not a container's PID 1
+        assert time.monotonic() - started < 1.0
