@@ -24,7 +24,7 @@ import pytest
 from core.errors import InvalidRequest, SandboxImageMissing, SandboxUnavailable
 from runner import _docker_config as cfg
 from runner.base import Language, Limits, RunRequest, RunResult
-from runner.docker import DockerSandbox
+from runner.docker import LINGER_S, DockerSandbox
 from tests.support.docker_plugin import (
     START_SLACK_S,
     UNDER_GVISOR,
@@ -746,9 +746,17 @@ class TestLifecycle:
         assert execute(box, code, exec_id=exec_id).stdout == "left two daemons\n"
         [lingering] = our_containers(docker_client, **{"org.rce.exec-id": exec_id})
         assert lingering.state == "running"
-        top = docker_client.api.top(lingering.name)
-        commands = [" ".join(row[top["Titles"].index("CMD")].split()) for row in top["Processes"]]
-        assert len(commands) == 1 and commands[0].startswith("/bin/sleep"), commands
+        # Listed from inside (``docker top`` maps gVisor's PIDs onto the host's).
+        listing = (
+            "import os\n"
+            "for p in os.listdir('/proc'):\n"
+            "    if p.isdigit() and int(p) != os.getpid():\n"
+            "        raw = open(f'/proc/{p}/cmdline', 'rb').read()\n"
+            "        print(p, raw.replace(bytes(1), b' ').decode().strip())\n"
+        )
+        found = docker_client.containers.get(lingering.name).exec_run(["python3", "-c", listing])
+        assert found.exit_code == 0, found.output
+        assert found.output.decode().splitlines() == [f"1 /bin/sleep {int(LINGER_S)}"]
         busy.join()
         assert wait_until_gone(docker_client, 10, **{"org.rce.exec-id": exec_id}) == []
 
