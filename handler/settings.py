@@ -200,10 +200,11 @@ class Settings(BaseSettings):
         "rate of java requests.",
     )
     pool_memory_budget_mb: float = Field(
-        1024.0,
-        description="Host memory (MB) the warm pools may hold above their configured sizes "
-        "when they grow with the request rate (light ~15 MB, data ~110 MB, r ~55 MB, "
-        "node ~30 MB, java ~55 MB each).",
+        2048.0,
+        description="Host memory (MB) the warm pools may hold in all when they grow with "
+        "the request rate, their configured sizes included (light ~15 MB, data ~110 MB, "
+        "r ~55 MB, node ~30 MB, java ~55 MB each; the configured sizes are kept even "
+        "beyond it).",
     )
     pool_parallel_fills: int = Field(
         4, description="Warm sandboxes prepared at once, per pool, when the rate needs it."

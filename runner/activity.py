@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 #: between two execs of a client sending them back to back).
 QUIET_AFTER_S = 0.15
 #: Deferred items: the backlog above which they go at once, and their longest wait.
-MAX_BACKLOG = 100
+MAX_BACKLOG = 64
 MAX_DELAY_S = 20.0
 
 

@@ -114,8 +114,8 @@ ENTRY_MB = {
 #: the longest that removal waits, so the container exits by itself only when the
 #: host died meanwhile.
 LINGER_S = MAX_DELAY_S + 10.0
-#: Memory all warm containers may hold together beyond the configured pool sizes.
-DEFAULT_POOL_BUDGET_MB = 1024.0
+#: Memory all warm containers may hold together, the floors included (README, "Budget").
+DEFAULT_POOL_BUDGET_MB = 2048.0
 #: Preparation time assumed until the pool measured one (seconds; medians measured
 #: with runc on a busy 2-core machine).
 _PREPARE_PRIOR_S = {

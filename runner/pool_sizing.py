@@ -6,14 +6,16 @@ to prepare, ``rate × prepare_s`` containers in preparation at any time, and as 
 ready to cover the arrivals during one preparation. ``plan`` turns that into a
 target per flavour:
 
-- ``want = ceil(HEADROOM × rate × prepare_s + shortfall)``, at least the flavour's
-  floor (its ``RCE_POOL_SIZE`` / ``RCE_POOL_DATA_SIZE``, always honoured).
-  ``shortfall`` is the size of a recent burst the pool could not serve from stock:
-  the most requests within ``SHORTFALL_WINDOW_S`` of one that found the pool empty,
-  remembered for about ``SHORTFALL_MEMORY_S`` (``ShortfallMeter``). A burst faster
-  than the host can prepare sandboxes drains any pool sized from the rate alone,
-  and refills step aside while requests are served (``runner.activity``); holding
-  the whole of the last burst serves the next one from stock;
+- ``want = ceil(HEADROOM × rate × prepare_s + BURST_HEADROOM × shortfall)``, at
+  least the flavour's floor (its ``RCE_POOL_SIZE`` / ``RCE_POOL_DATA_SIZE``, always
+  honoured). ``shortfall`` is the size of a recent burst the pool could not serve
+  from stock: the most requests within ``SHORTFALL_WINDOW_S`` while one of them
+  had found the pool empty, remembered for about ``SHORTFALL_MEMORY_S``
+  (``ShortfallMeter``). A burst faster than the host can prepare sandboxes drains
+  any pool sized from the rate alone, and refills step aside while requests are
+  served (``runner.activity``) until the stock falls to the arrivals of one
+  preparation; holding the whole of the last burst and that reserve serves the next
+  one from stock, with no refill competing with it;
 - everything above the floors shares the memory budget: when the flavours want more
   than it holds, each gets its growth above the floor scaled down alike (the light
   flavour's share is rounded first, being the cheap one);
@@ -39,6 +41,10 @@ HEADROOM = 2.0
 #: Time constants of the rate estimate (seconds): a fast one and a slow one.
 SHORT_TAU_S = 2.0
 LONG_TAU_S = 60.0
+#: Stock kept for a burst, in multiples of its size: the burst itself and the reserve
+#: below which refills no longer step aside (about a preparation's arrivals: 6-10 at
+#: 30-50 execs/s and 0.2 s preparations, a sixth of a 60-exec burst).
+BURST_HEADROOM = 1.2
 #: Window over which the requests of a burst are counted.
 SHORTFALL_WINDOW_S = 10.0
 #: Most requests of one window counted (beyond any pool a budget allows).
@@ -77,7 +83,7 @@ class Plan:
 def wanted(demand: Demand) -> int:
     """Ready containers wanted for ``demand``, before the budget (at least the floor)."""
     little = HEADROOM * max(demand.rate, 0.0) * max(demand.prepare_s, 0.0)
-    need = math.ceil(little + max(demand.shortfall, 0.0) - 1e-9)
+    need = math.ceil(little + BURST_HEADROOM * max(demand.shortfall, 0.0) - 1e-9)
     return max(demand.floor, need)
 
 
@@ -159,16 +165,17 @@ class RateMeter:
 
 
 class ShortfallMeter:
-    """The most requests within ``SHORTFALL_WINDOW_S`` when one found the pool empty
-    (counted then: the requests of the window up to it), decaying with
-    ``SHORTFALL_MEMORY_S``."""
+    """The most requests within ``SHORTFALL_WINDOW_S`` while one of them found the
+    pool empty (the whole burst: the requests served from stock before and after the
+    misses too), decaying with ``SHORTFALL_MEMORY_S``."""
 
-    __slots__ = ("_at", "_events", "_peak")
+    __slots__ = ("_at", "_events", "_missed_at", "_peak")
 
     def __init__(self) -> None:
         self._events: deque[float] = deque(maxlen=MAX_BURST_EVENTS)
         self._peak = 0.0
         self._at: float | None = None
+        self._missed_at = float("-inf")
 
     def _decay(self, now: float) -> None:
         if self._at is not None and now > self._at:
@@ -184,6 +191,8 @@ class ShortfallMeter:
         self._decay(now)
         self._events.append(now)
         if missed:
+            self._missed_at = now
+        if now - self._missed_at <= SHORTFALL_WINDOW_S:
             self._peak = max(self._peak, float(len(self._events)))
 
     def value(self, now: float) -> float:

@@ -131,7 +131,8 @@ class TestShortfall:
     def test_a_recent_shortfall_is_held_in_stock(self) -> None:
         calm = light(1.0, floor=2)
         short = Demand(rate=1.0, prepare_s=0.25, floor=2, entry_mb=LIGHT_MB, shortfall=40.0)
-        assert wanted(calm) == 2 and wanted(short) == math.ceil(0.5 + 40)
+        assert wanted(calm) == 2
+        assert wanted(short) == math.ceil(0.5 + pool_sizing.BURST_HEADROOM * 40)
         # 300 MB, 30 of them the floor's: 18 more light sandboxes.
         assert plan({"l": short}, budget_mb=300, max_parallel=4)["l"].target == 2 + 18
 
@@ -156,6 +157,17 @@ class TestBurstShortfall:
         assert meter.value(104.0) == 0.0  # never short: nothing to hold
         meter.record(104.0)  # the 41st found the pool empty
         assert meter.value(104.0) == pytest.approx(41, rel=0.01)
+
+    def test_requests_after_a_miss_count_with_the_burst(self) -> None:
+        meter = pool_sizing.ShortfallMeter()
+        meter.record(100.0)  # the first found the pool empty
+        for i in range(1, 60):  # the rest of the burst was served from stock
+            meter.record(100.0 + i * 0.05, missed=False)
+        assert meter.value(103.0) == pytest.approx(60, rel=0.01)
+        # Served from stock long after the miss, the requests no longer count.
+        for i in range(100):
+            meter.record(200.0 + i * 0.01, missed=False)
+        assert meter.value(202.0) == pytest.approx(60, rel=0.2)
 
     def test_requests_outside_the_window_do_not_count(self) -> None:
         meter = pool_sizing.ShortfallMeter()
