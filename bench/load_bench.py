@@ -14,9 +14,12 @@ runs in these slices, one after the other, never interleaved with anything else:
    ``burst2``; both are reported;
 2. **paced**: one client, ``--paced`` (10) execs with ``--think`` (1 s) between;
 3. **concurrency** 1, 4 and 8 (``--conc``): that many clients loop for
-   ``--conc-seconds``; execs/s, errors, latency percentiles.
+   ``--conc-seconds``; execs/s, errors, latency percentiles. Each slice starts once
+   the pools are full again (up to 120 s) and ``--settle-seconds`` more, so the work
+   one slice deferred does not land in the next.
 
-Then, with the API idle, the baselines in their own slices:
+Then, with the API idle and its pools full again (up to 180 s), the baselines in
+their own slices:
 
 4. **bare docker run**: ``docker run --rm --network none [--runtime R] IMAGE
    python3 -c CODE``,
@@ -320,6 +323,9 @@ def run_runtime(args: argparse.Namespace, runtime: str | None) -> dict[str, Any]
                 slices["paced"] = sequential(api, code, expected, args.paced, args.think)
                 slices["paced"]["pool"] = pool_delta(before, pool_metrics(api))
                 for workers in args.conc:
+                    # Each slice starts settled: the pools refilled and the work the
+                    # previous slice deferred (refills, removals) done.
+                    settled_s = wait_pools_full(api, 120.0)
                     time.sleep(args.settle_seconds)
                     print(f"[{name}] {wname}: concurrency {workers}", flush=True)
                     before = pool_metrics(api)
@@ -327,12 +333,15 @@ def run_runtime(args: argparse.Namespace, runtime: str | None) -> dict[str, Any]
                     got = concurrent(api, code, expected, workers, args.conc_seconds)
                     got["rss_peak"] = rss.end_window()
                     got["pool"] = pool_delta(before, pool_metrics(api))
+                    got["settled_s"] = settled_s
                     slices[f"c{workers}"] = got
                 report["rce"][wname] = slices
             report["rss_peak"] = rss.peak
             report["rss_end"] = rss.read()
             rss.stop()
-            # The API stays up but idle (its pools full) while the baselines run.
+            # The API stays up but idle while the baselines run: its pools refilled
+            # first (a refill would share the cores with the baseline).
+            report["settled_before_baseline_s"] = wait_pools_full(api, 180.0)
             time.sleep(args.settle_seconds)
             lifecycle = Lifecycle(args.image, runtime)
             for wname, (code, expected) in WORKLOADS.items():
