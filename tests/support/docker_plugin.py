@@ -107,24 +107,6 @@ def is_pooled(sandbox: DockerSandbox) -> bool:
     return sandbox.stats()["pool_target"] > 0
 
 
-def wait_for_ready_entries(sandbox: DockerSandbox, timeout_s: float) -> bool:
-    """Wait until every pool with a target holds a ready container (not until it is
-    full: a pool grown by the earlier tests' bursts may take long to refill)."""
-    end = time.monotonic() + timeout_s
-    while True:
-        stats = sandbox.stats()
-        flavours = [
-            k.removeprefix("pool_target_")
-            for k, v in stats.items()
-            if k.startswith("pool_target_") and v > 0
-        ]
-        if flavours and all(stats.get(f"pool_size_{f}", 0) >= 1 for f in flavours):
-            return True
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.05)
-
-
 def execute(
     sandbox: DockerSandbox,
     code: str,
@@ -146,7 +128,7 @@ def execute(
     )
     if not is_pooled(sandbox):
         return sandbox.run(request)
-    assert wait_for_ready_entries(sandbox, 120), sandbox.stats()
+    assert sandbox.wait_pool_ready(120), sandbox.stats()
     hits = sandbox.stats()["pool_hits"]
     result = sandbox.run(request)
     assert sandbox.stats()["pool_hits"] == hits + 1, "the run did not use the warm pool"
