@@ -279,6 +279,7 @@ class TestLimits:
             "bomb() { bomb | bomb & }\nbomb\n"
             f"while [ $SECONDS -lt {wait_s} ]; do :; done\necho survived\n"
         )
+        settle(sandbox)
         started = time.monotonic()
         result = execute(sandbox, code, lang=Language.BASH, run_timeout_s=15)
         assert time.monotonic() - started < 25 + START_SLACK_S
