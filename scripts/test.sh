@@ -16,6 +16,8 @@ RUNSC_PATHS=(tests/integration tests/e2e/test_hostile_inputs.py tests/e2e/test_l
 # allowance); the user-namespace tier runs its own engine, once.
 RUNSC_IGNORE=(--ignore=tests/integration/test_socket_proxy.py --ignore=tests/integration/test_userns.py)
 IMAGE="${RCE_IMAGE_NAME:-custom-rce-kernel:latest}"
+# The slowest tests of each pass, in the log: where the run's time goes.
+DURATIONS=(--durations=25)
 
 # The same test as tests/support/services.py's in_ci: CI is 1, true or yes, any case.
 in_ci() {
@@ -49,7 +51,7 @@ require_runsc() {
 runsc_pass() {
   local start=$SECONDS
   echo "==> gVisor pass: Docker tiers with RCE_TEST_RUNTIME=runsc" >&2
-  RCE_TEST_RUNTIME=runsc uv run pytest -q -p no:cacheprovider -m docker "${RUNSC_IGNORE[@]}" "${RUNSC_PATHS[@]}"
+  RCE_TEST_RUNTIME=runsc uv run pytest -q -p no:cacheprovider "${DURATIONS[@]}" -m docker "${RUNSC_IGNORE[@]}" "${RUNSC_PATHS[@]}"
   echo "==> gVisor pass took $(( SECONDS - start )) s" >&2
 }
 
@@ -66,7 +68,7 @@ if [ $# -eq 0 ] && [ "${RCE_TEST_RUNSC:-1}" != 0 ]; then
     with_runsc=true
   fi
 fi
-uv run pytest -q -p no:cacheprovider "$@"
+uv run pytest -q -p no:cacheprovider "${DURATIONS[@]}" "$@"
 if [ "$with_runsc" = true ]; then
   runsc_pass
 fi

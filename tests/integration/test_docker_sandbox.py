@@ -300,22 +300,21 @@ class TestLimits:
         assert follow_up.stdout == "alive\n"
 
     def test_fork_loop_hits_the_pids_limit(self, sandbox: DockerSandbox) -> None:
-        # The children exec sleep: under gVisor a forked Python child holds about 4 MB
-        # of the memory limit (measured: 127 of them, 492 MiB), so a loop of Python
-        # children meets the 512 MiB limit first; exec'ed sleeps (107 MiB) meet nproc.
+        # The children are spawned sleeps (vfork and exec). Under gVisor a forked Python
+        # child holds about 4 MB of the memory limit (measured: 127 of them, 492 MiB), so
+        # a loop of Python children meets the 512 MiB limit first; and a fork of a
+        # process holding pandas copies its address space, 0.45 s a child under ptrace
+        # (58 s for the loop). Spawned sleeps (107 MiB) meet nproc, in 22 s there.
         code = """
-import os, time
+import os
 children = 0
 try:
     while True:
-        if os.fork() == 0:
-            os.execvp('sleep', ['sleep', '30'])
+        os.posix_spawnp('sleep', ['sleep', '30'], os.environ)
         children += 1
 except OSError as exc:
     print('refused after', children, exc.strerror)
 """
-        # Under gVisor (ptrace) a fork of a process that loaded pandas takes ~0.1 s
-        # (measured: 127 of them in 13 s): the run needs longer, not a lower limit.
         result = execute(sandbox, code, run_timeout_s=60 if UNDER_GVISOR else 20)
         assert result.stdout.startswith("refused after"), result
         assert "Resource temporarily unavailable" in result.stdout

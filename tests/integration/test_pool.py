@@ -27,7 +27,7 @@ from handler.metrics import Metrics
 from runner import _docker_config as cfg
 from runner import pool_sizing
 from runner.base import Language, Limits, RunRequest
-from runner.docker import DockerSandbox
+from runner.docker import DEFAULT_POOL_BUDGET_MB, DockerSandbox
 from runner.pool import WarmPool
 from tests.support.docker_plugin import UNDER_GVISOR, execute, our_containers, wait_until_gone
 
@@ -539,8 +539,11 @@ class TestDockerPool:
     def test_r_and_js_fall_back_to_a_light_container_then_get_a_pool_of_their_own(
         self, make_sandbox: Callable[..., DockerSandbox], case: dict[str, str]
     ) -> None:
-        """The r and node pools start empty (floor 0) and grow with their requests."""
-        box = make_sandbox(pool_size=1, pool_limits=Limits(), labels=case)
+        """The r and node pools start empty (floor 0) and grow with their requests
+        (within the production default budget)."""
+        box = make_sandbox(
+            pool_size=1, pool_limits=Limits(), labels=case, pool_budget_mb=DEFAULT_POOL_BUDGET_MB
+        )
         assert box.wait_pool_ready(120)
         stats = box.stats()
         assert (stats["pool_target_r"], stats["pool_target_node"]) == (0, 0)

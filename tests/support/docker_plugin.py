@@ -10,6 +10,9 @@ when the plugin loads, before the tests' environment is cleaned) or
 ``custom-rce-kernel:latest``; build it with ``images/build.sh``. Without an engine or
 the image, the tests are skipped locally and fail in CI
 (``tests.support.services.service_missing``).
+
+Every sandbox of the session keeps its pools at their configured sizes
+(``TEST_POOL_BUDGET_MB``) unless the test passes its own ``pool_budget_mb``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,13 @@ UNDER_GVISOR = is_gvisor(TEST_RUNTIME)
 #: over the runc bounds (a 2 s run took 35 s of wall time with a data pool). Tests that
 #: use it also bound the run's own ``duration_s`` without it where that is the point.
 START_SLACK_S = 25.0 if UNDER_GVISOR else 0.0
+#: The warm pools' memory budget of every sandbox and server the tests start, unless a
+#: test passes its own: the floors only. A test runs its execs back to back, which grows
+#: a pool to 1.2 times each burst under the production default; the refills of such
+#: pools (seconds of CPU each for a data sandbox, more under gVisor) then shared the two
+#: cores of the test machine with every later timed run and doubled the suite's time.
+#: The tests of growth (``tests/integration/test_pool.py``) set a budget.
+TEST_POOL_BUDGET_MB = 0.0
 RUN_ID = secrets.token_hex(6)
 TEST_RUN_LABEL = "org.rce.test-run"
 RUN_LABELS = {TEST_RUN_LABEL: RUN_ID}
@@ -156,18 +166,17 @@ def describe_leak(item: Listed) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _session_runtime() -> Iterator[None]:
-    """With ``RCE_TEST_RUNTIME``, every ``DockerSandbox`` a test builds (through
-    ``make_sandbox`` or directly) runs under it unless the test names a runtime."""
-    if not TEST_RUNTIME:
-        yield
-        return
+def _session_sandbox_defaults() -> Iterator[None]:
+    """Every ``DockerSandbox`` a test builds (through ``make_sandbox`` or directly)
+    runs under ``RCE_TEST_RUNTIME`` unless the test names a runtime, and has the pool
+    budget ``TEST_POOL_BUDGET_MB`` unless the test passes one."""
     original = DockerSandbox.__init__
 
     @functools.wraps(original)
     def init(self: DockerSandbox, *args: Any, **kwargs: Any) -> None:
-        if kwargs.get("runtime") is None:
+        if kwargs.get("runtime") is None and TEST_RUNTIME:
             kwargs["runtime"] = TEST_RUNTIME
+        kwargs.setdefault("pool_budget_mb", TEST_POOL_BUDGET_MB)
         original(self, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
