@@ -572,3 +572,32 @@ class TestPoolOrder:
     def test_no_light_pool_means_no_on_demand_pools(self) -> None:
         assert self.order(cfg.Flavour.NODE, pool_data_size=1) == []
         assert self.order(cfg.Flavour.NODE, pool_node_size=1) == [cfg.Flavour.NODE]
+
+
+class TestEntryMemory:
+    """What the pools' memory budget counts one ready container as."""
+
+    @pytest.mark.parametrize("flavour", list(cfg.Flavour))
+    def test_gvisor_adds_its_sentry_to_every_flavour(self, flavour: cfg.Flavour) -> None:
+        from runner.docker import ENTRY_MB, entry_mb
+
+        assert entry_mb(flavour, None) == entry_mb(flavour, "runc") == ENTRY_MB[flavour]
+        assert entry_mb(flavour, "runsc") > ENTRY_MB[flavour]
+        assert entry_mb(flavour, "runsc-net") == entry_mb(flavour, "runsc")
+
+    def test_a_sandbox_under_gvisor_budgets_its_pools_with_it(self) -> None:
+        from runner.docker import DockerSandbox, entry_mb
+
+        box = DockerSandbox(
+            client=lambda: None,  # type: ignore[arg-type,return-value]
+            image="img",
+            runtime="runsc",
+            pool_size=1,
+            pool_data_size=1,
+        )
+        try:
+            assert {flavour: pool.entry_mb for flavour, pool in box._pools.items()} == {
+                flavour: entry_mb(flavour, "runsc") for flavour in box._pools
+            }
+        finally:
+            box.close()
