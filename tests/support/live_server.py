@@ -27,7 +27,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.docker_plugin import TEST_POOL_BUDGET_MB, TEST_RUNTIME
+from tests.support.docker_plugin import TEST_RUNTIME
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,8 +97,6 @@ def server_env(
         # ``pool_size`` sizes both warm pools (light and data); 0 means every exec is cold.
         "RCE_POOL_SIZE": str(pool_size),
         "RCE_POOL_DATA_SIZE": str(pool_size),
-        # The pools stay at those sizes (docker_plugin.TEST_POOL_BUDGET_MB).
-        "RCE_POOL_MEMORY_BUDGET_MB": str(TEST_POOL_BUDGET_MB),
         "RCE_HOST": "127.0.0.1",
     }
     if TEST_RUNTIME:
