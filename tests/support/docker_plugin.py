@@ -51,7 +51,7 @@ UNDER_GVISOR = is_gvisor(TEST_RUNTIME)
 #: over the runc bounds (a 2 s run took 35 s of wall time with a data pool). Tests that
 #: use it also bound the run's own ``duration_s`` without it where that is the point.
 START_SLACK_S = 25.0 if UNDER_GVISOR else 0.0
-#: The warm pools' memory budget of every sandbox and server the tests start, unless a
+#: The warm pools' memory budget of every sandbox the tests build, unless a
 #: test passes its own: the floors only. A test runs its execs back to back, which grows
 #: a pool to 1.2 times each burst under the production default; the refills of such
 #: pools (seconds of CPU each for a data sandbox, more under gVisor) then shared the two
