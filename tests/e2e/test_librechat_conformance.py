@@ -185,6 +185,8 @@ def _run_script(
         )
     report: dict[str, Any] = json.loads(lines[-1][len(RESULT_MARKER) :])
     report["exit_code"] = result.returncode
+    # The client library logs why a request failed (status, or the socket error).
+    report["client_stderr"] = result.stderr[-3000:]
     return report
 
 
@@ -192,6 +194,10 @@ def _failure_text(report: dict[str, Any], server: LiveServer) -> str:
     failed = [r for r in report["results"] if not r["ok"]]
     lines = [f"{len(failed)} of {len(report['results'])} checks failed in {report['script']}:"]
     lines += [f"  - {r['name']}: {r.get('detail', '')}" for r in failed]
+    lines.append("client stderr (tail):")
+    lines.append(report.get("client_stderr", ""))
+    lines.append("server warnings and errors:")
+    lines.append(server.log_problems())
     lines.append("server log tail:")
     lines.append(server.log_tail(4000))
     return "\n".join(lines)

@@ -14,6 +14,7 @@ URL and pool size.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -67,9 +68,23 @@ class LiveServer:
             return ""
         return text[-max_chars:]
 
+    def log_problems(self, max_lines: int = 40) -> str:
+        """The server's last warning and error lines (JSON logs), wherever they are in
+        the log: a failure's cause may precede the tail by many requests."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        problems = [ln for ln in lines if _PROBLEM.search(ln) or ln.startswith("Traceback")]
+        return "\n".join(problems[-max_lines:])
+
     def alive(self) -> bool:
         """True while the process runs."""
         return self.process.poll() is None
+
+
+#: A JSON log line at warning level or above.
+_PROBLEM = re.compile(r'"level": "(?:warning|error|critical)"')
 
 
 def free_port() -> int:
