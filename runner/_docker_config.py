@@ -68,9 +68,9 @@ GVISOR_HOST_PIDS_FACTOR = 24
 class Flavour(StrEnum):
     """What a warm (pooled) agent loads before its job; the value is its ``RCE_AGENT_PRELOAD``.
 
-    All report ready before the job; LIGHT and DATA run Python in a forked child of
-    the agent, R, NODE and JAVA hold an interpreter (a JVM) started and waiting for
-    the program (``rce_agent.warm``).
+    All report ready before the job; LIGHT runs Python in a forked child of the
+    agent, DATA, R, NODE and JAVA hold an interpreter (a JVM) started and waiting for
+    the program (``rce_agent.warm``; DATA's Python imported the data libraries).
     """
 
     #: python3 and the agent only: cheap to start, for most code.

@@ -173,10 +173,10 @@ def main() -> int:
     preloaded = modules is not None or kind is not None
     warm = None
     if preloaded:
-        if modules:
-            pychild.preload(modules)
         if kind is not None and hardened:
             warm = start_warm(kind)
+        if modules and warm is None:  # no warm data interpreter: the agent preloads
+            pychild.preload(modules)
         send_frame(b"P")
     try:
         job = read_job()

@@ -1,7 +1,9 @@
-"""Warm interpreters: R or node started before the job, waiting for it (warm pools).
+"""Warm interpreters: R, node, java or a data Python started before the job, waiting
+for it (warm pools).
 
-An agent of the ``r`` or ``node`` flavour starts its interpreter while the pool
-prepares the container, as the program child the job would have (``supervise.spawn``:
+An agent of the ``r``, ``node``, ``java`` or ``data`` flavour starts its interpreter
+while the pool prepares the container, as the program child the job would have
+(``supervise.spawn``:
 its own session, stdio on the pipes the supervision drains, cwd /mnt/data, the
 program's environment). The interpreter does its start-up (R loads its default
 packages, node its bootstrap), says so on its stdout (``READY``, read off by the
@@ -32,6 +34,13 @@ first runs esbuild in the build directory; its failure ends the run with its exi
 code, as the cold plan's ``|| exit``. Only the process age
 (``performance.now()``, ``process.uptime()``) differs.
 
+python (the data flavour): the child is ``python3 pywarm.py FIFO``
+(``rce_agent.pywarm``): it imports numpy, pandas and matplotlib, reads the job (the
+program's path and arguments) and becomes the program in its own process, with the
+interpreter state of ``python3 main.py args...`` (``pychild.run``, as a forked child
+of a preloading agent had it). When it cannot start, the agent preloads the libraries
+itself and forks per job as before.
+
 java: the child is ``java FLAGS --add-exports <the launcher's package> BOOT.java
 FIFO``: the source launcher compiles BOOT (loading and warming javac) and runs it;
 BOOT reads the job (source path and arguments), sets ``sun.java.command`` to the
@@ -57,6 +66,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from rce_agent import pychild
 from rce_agent.langs.base import WarmRun
 from rce_agent.langs.interpreted import node
 from rce_agent.langs.java import jvm_flags
@@ -67,7 +77,7 @@ READY = b"rce-ready\n"
 #: Longest wait for it (the pool waits longer for the agent's own READY frame).
 READY_TIMEOUT_S = 60.0
 #: The RCE_AGENT_PRELOAD values that start an interpreter, and its kind.
-FLAVOURS = {"r": "r", "node": "node", "java": "java"}
+FLAVOURS = {"r": "r", "node": "node", "java": "java", "data": "python", "1": "python"}
 #: The package of the JDK's source launcher, which the java boot class calls.
 JAVA_LAUNCHER_EXPORT = "jdk.compiler/com.sun.tools.javac.launcher=ALL-UNNAMED"
 #: The R front end ``Rscript`` execs.
@@ -166,6 +176,9 @@ def launch_for(kind: str, fifo: str, warm_dir: str, main: str) -> Launch | None:
         with open(boot, "w", encoding="utf-8") as fh:
             fh.write(_NODE_BOOT % {"fifo": json.dumps(fifo), "ready": json.dumps(READY.decode())})
         return Launch([*node(), "-r", boot, main])
+    if kind == "python":
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pywarm.py")
+        return Launch([pychild.BASE_ORIG_ARGV0, script, fifo])
     if kind == "java" and shutil.which("java"):
         boot = os.path.join(warm_dir, "RceWarmJavaBoot.java")
         with open(boot, "w", encoding="utf-8") as fh:
@@ -204,6 +217,11 @@ def node_feed(run: WarmRun, args: Sequence[str]) -> bytes:
     """What the FIFO carries for a node job (read by the boot script)."""
     job = {"main": run.main, "args": list(args), "compile": run.compile, "build_dir": run.build_dir}
     return json.dumps(job).encode("utf-8")
+
+
+def python_feed(run: WarmRun, args: Sequence[str]) -> bytes:
+    """What the FIFO carries for a Python job (read by ``rce_agent.pywarm``)."""
+    return json.dumps({"main": run.main, "args": list(args)}).encode("utf-8")
 
 
 def java_feed(run: WarmRun, args: Sequence[str]) -> bytes:
@@ -321,6 +339,8 @@ class WarmChild:
                 return r_feed(run.main, fh.read(), args)
         if self.kind == "java":
             return java_feed(run, args)
+        if self.kind == "python":
+            return python_feed(run, args)
         return node_feed(run, args)
 
     def take(

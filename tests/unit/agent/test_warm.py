@@ -220,3 +220,56 @@ class TestRealNode:
         assert (status, out) == (5, b"")
         status, _, err = self.run(tmp_path, "console.log('ran')", [], ["/no/such/compiler"])
         assert status == 127 and b"not found" in err
+
+
+class TestRealPython:
+    """The warm data interpreter (``rce_agent.pywarm``) with this machine's Python:
+    the program runs as ``python3 main.py args...`` would, in the waiting process."""
+
+    def run(self, tmp_path: Path, code: str, args: list[str]) -> tuple[int, bytes, bytes, int]:
+        build = tmp_path / "build"
+        build.mkdir(exist_ok=True)
+        main = build / "main.py"
+        main.write_text(code)
+        work = tmp_path / "work"
+        work.mkdir(exist_ok=True)
+        child = WarmChild.start(
+            "python",
+            warm_dir=str(tmp_path / "warm"),
+            env=dict(os.environ),
+            cwd=str(work),
+            main=str(main),
+        )
+        assert child is not None
+        handed = child.take(WarmRun("python", str(main)), args, dict(os.environ), str(work))
+        assert handed is not None and handed[0] == child.pid
+        status, out, err = supervised(*handed)
+        return status, out, err, child.pid
+
+    def test_it_runs_the_program_as_the_main_module(self, tmp_path: Path) -> None:
+        code = (
+            "import json, os, sys\n"
+            "print(json.dumps([__name__, sys.argv, sys.path[0], os.getcwd(), os.getpid()]))\n"
+            "sys.exit(4)\n"
+        )
+        status, out, err, pid = self.run(tmp_path, code, ["a", "b c"])
+        main = str(tmp_path / "build" / "main.py")
+        assert (status, err) == (4, b"")
+        assert json.loads(out) == [
+            "__main__",
+            [main, "a", "b c"],
+            str(tmp_path / "build"),
+            str(tmp_path / "work"),
+            pid,  # the waiting process itself: no fork per job
+        ]
+
+    def test_an_uncaught_error_is_reported_as_cold(self, tmp_path: Path) -> None:
+        status, out, err, _ = self.run(tmp_path, "print('before')\nraise ValueError('boom')\n", [])
+        assert status == 1 and out == b"before\n"
+        assert err.startswith(b"Traceback (most recent call last):\n")
+        assert b"ValueError: boom" in err
+        assert b"pywarm" not in err and b"pychild" not in err
+
+    def test_the_feed_is_json(self) -> None:
+        feed = warm.python_feed(WarmRun("python", "/b/main.py"), ["x", "é"])
+        assert json.loads(feed) == {"main": "/b/main.py", "args": ["x", "é"]}

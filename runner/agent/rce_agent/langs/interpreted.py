@@ -20,9 +20,10 @@ def node() -> list[str]:
 
 
 def python(code: str, build_dir: str) -> Plan:
-    """``python3 main.py``; a warm agent runs it in a forked child of itself."""
+    """``python3 main.py``; a warm data interpreter runs it as its main module, and
+    another warm agent in a forked child of itself."""
     path = write_source(build_dir, "main.py", code)
-    return Plan(argv=["python3", path], python=path)
+    return Plan(argv=["python3", path], python=path, warm=WarmRun("python", path))
 
 
 def bash(code: str, build_dir: str) -> Plan:
