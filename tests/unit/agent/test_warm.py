@@ -174,6 +174,22 @@ def test_the_java_feed_is_the_launchers_arguments() -> None:
     ]
 
 
+def start_real(tmp_path: Path, kind: str, name: str, code: str) -> tuple[WarmChild, Path, Path]:
+    """A real warm interpreter of ``kind`` (this machine's), with ``code`` written to
+    ``build/name`` and ``work`` as its workspace: (child, main, work)."""
+    build = tmp_path / "build"
+    build.mkdir(exist_ok=True)
+    main = build / name
+    main.write_text(code)
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    child = WarmChild.start(
+        kind, warm_dir=str(tmp_path / "warm"), env=dict(os.environ), cwd=str(work), main=str(main)
+    )
+    assert child is not None
+    return child, main, work
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="no node on this machine")
 class TestRealNode:
     """The boot script with this machine's node: node main.js, as cold."""
@@ -181,21 +197,8 @@ class TestRealNode:
     def run(
         self, tmp_path: Path, code: str, args: list[str], compile_: list[str] | None = None
     ) -> tuple[int, bytes, bytes]:
-        build = tmp_path / "build"
-        build.mkdir(exist_ok=True)
-        main = build / "main.js"
-        main.write_text(code)
-        work = tmp_path / "work"
-        work.mkdir(exist_ok=True)
-        child = WarmChild.start(
-            "node",
-            warm_dir=str(tmp_path / "warm"),
-            env=dict(os.environ),
-            cwd=str(work),
-            main=str(main),
-        )
-        assert child is not None
-        run = WarmRun("node", str(main), compile_ or [], str(build))
+        child, main, work = start_real(tmp_path, "node", "main.js", code)
+        run = WarmRun("node", str(main), compile_ or [], str(tmp_path / "build"))
         handed = child.take(run, args, dict(os.environ), str(work))
         assert handed is not None
         return supervised(*handed)
@@ -227,20 +230,7 @@ class TestRealPython:
     the program runs as ``python3 main.py args...`` would, in the waiting process."""
 
     def run(self, tmp_path: Path, code: str, args: list[str]) -> tuple[int, bytes, bytes, int]:
-        build = tmp_path / "build"
-        build.mkdir(exist_ok=True)
-        main = build / "main.py"
-        main.write_text(code)
-        work = tmp_path / "work"
-        work.mkdir(exist_ok=True)
-        child = WarmChild.start(
-            "python",
-            warm_dir=str(tmp_path / "warm"),
-            env=dict(os.environ),
-            cwd=str(work),
-            main=str(main),
-        )
-        assert child is not None
+        child, main, work = start_real(tmp_path, "python", "main.py", code)
         handed = child.take(WarmRun("python", str(main)), args, dict(os.environ), str(work))
         assert handed is not None and handed[0] == child.pid
         status, out, err = supervised(*handed)
