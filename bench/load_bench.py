@@ -16,7 +16,10 @@ runs in these slices, one after the other, never interleaved with anything else:
 3. **concurrency** 1, 4 and 8 (``--conc``): that many clients loop for
    ``--conc-seconds``; execs/s, errors, latency percentiles. Each slice starts once
    the pools are full again (up to 120 s) and ``--settle-seconds`` more, so the work
-   one slice deferred does not land in the next.
+   one slice deferred does not land in the next. The machine's CPU time (all of
+   ``/proc/stat``'s busy time: API, engine, containers, this client) is counted from
+   the slice's start until its pools are full again and settled, so the refills of
+   the sandboxes the slice used are in it: **CPU per exec**.
 
 Then, with the API idle and its pools full again (up to 180 s), the baselines in
 their own slices:
@@ -29,7 +32,10 @@ their own slices:
    (``runner._docker_config.host_config``) running the same code, at each
    concurrency, for ``--conc-seconds``. rce's concurrent throughput is reported as
    a share of it (for ``pandas`` this is the ceiling of preparing a data sandbox:
-   a container that imports the libraries and runs the code);
+   a container that imports the libraries and runs the code); its CPU per lifecycle
+   beside rce's CPU per exec gives the **CPU share**: the share of the ceiling's rate
+   rce would hold on a machine whose cores are the limit, once its pools are spent
+   (a slice of ``--conc-seconds`` is partly served by sandboxes prepared before it);
 6. **prepare**: the time to prepare one warm light and one warm data sandbox, and
    a cold start of each workload (what an exec finding an empty pool weighs
    against waiting for a sandbox being prepared).
@@ -86,6 +92,14 @@ LABEL_KEY = "org.rce.load-bench"
 
 
 # --- rce slices ----------------------------------------------------------------------
+
+
+def busy_cpu_s() -> float:
+    """The machine's busy CPU seconds so far (``/proc/stat``: all but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _timed_exec(client: RceClient, code: str, expected: str) -> float:
@@ -330,10 +344,15 @@ def run_runtime(args: argparse.Namespace, runtime: str | None) -> dict[str, Any]
                     print(f"[{name}] {wname}: concurrency {workers}", flush=True)
                     before = pool_metrics(api)
                     rss.begin_window()
+                    cpu_start = busy_cpu_s()
                     got = concurrent(api, code, expected, workers, args.conc_seconds)
                     got["rss_peak"] = rss.end_window()
                     got["pool"] = pool_delta(before, pool_metrics(api))
                     got["settled_s"] = settled_s
+                    # The refills of what the slice used, and its deferred removals.
+                    got["refill_s"] = wait_pools_full(api, 120.0)
+                    time.sleep(args.settle_seconds)
+                    got["cpu_s"] = round(busy_cpu_s() - cpu_start, 2)
                     slices[f"c{workers}"] = got
                 report["rce"][wname] = slices
             report["rss_peak"] = rss.peak
@@ -351,11 +370,13 @@ def run_runtime(args: argparse.Namespace, runtime: str | None) -> dict[str, Any]
                 }
                 for workers in args.conc:
                     print(f"[{name}] {wname}: lifecycle ceiling, concurrency {workers}", flush=True)
+                    cpu_start = busy_cpu_s()
                     base[f"c{workers}"] = loop_for(
                         workers,
                         args.conc_seconds,
                         lambda _w, c=code, e=expected: lifecycle.one(c, e),
                     )
+                    base[f"c{workers}"]["cpu_s"] = round(busy_cpu_s() - cpu_start, 2)
                 report["baseline"][wname] = base
         print(f"[{name}] prepare times", flush=True)
         report["prepare"] = prepare_times(args.image, runtime, args.prepare)
@@ -418,6 +439,11 @@ def targets(rep: dict[str, Any], conc: list[int]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def cpu_per_exec(got: dict[str, Any]) -> float | None:
+    """Busy CPU seconds of a concurrency slice per successful exec (or lifecycle)."""
+    return got["cpu_s"] / got["ok"] if got.get("cpu_s") is not None and got["ok"] else None
+
+
 def _ms_f(value: float | None) -> float | None:
     return None if value is None else value * 1000
 
@@ -459,17 +485,20 @@ def print_report(reports: list[dict[str, Any]], meta: dict[str, Any], conc: list
         print("\n### Concurrent (execs/s; latency ms) beside the lifecycle ceiling\n")
         print(
             "| workload | clients | rce ok | err | rce/s | p50 | p90 | p99 | ceiling/s | "
-            "ceiling p50 | rce share | API RSS peak |"
+            "ceiling p50 | rce share | CPU/exec ms | ceiling CPU ms | CPU share | "
+            "API RSS peak |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for wname in WORKLOADS:
             for workers in conc:
                 s, c = rep["rce"][wname][f"c{workers}"], rep["baseline"][wname][f"c{workers}"]
                 share = _ratio(s["per_s"], c["per_s"])
+                rce_cpu, ceiling_cpu = cpu_per_exec(s), cpu_per_exec(c)
                 print(
                     f"| {wname} | {workers} | {s['ok']} | {s['errors']} | {s['per_s']} | "
                     f"{_ms(s['p50'])} | {_ms(s['p90'])} | {_ms(s['p99'])} | {c['per_s']} | "
-                    f"{_ms(c['p50'])} | {_fmt(share)} | {s['rss_peak'] / MiB:.1f} MiB |"
+                    f"{_ms(c['p50'])} | {_fmt(share)} | {_ms(rce_cpu)} | {_ms(ceiling_cpu)} | "
+                    f"{_fmt(_ratio(ceiling_cpu, rce_cpu))} | {s['rss_peak'] / MiB:.1f} MiB |"
                 )
         print("\n### Preparing a sandbox (ms)\n")
         print("| what | p50 | p90 | max |")

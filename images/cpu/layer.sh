@@ -32,6 +32,14 @@ echo /mnt/data > /usr/lib/python3/dist-packages/rce-workspace.pth
 python3 -c 'import sys; print("/tmp/.local/lib/python%d.%d/site-packages" % sys.version_info[:2])' \
   >> /usr/lib/python3/dist-packages/rce-workspace.pth
 python3 -c 'import sitecustomize; assert sitecustomize.__file__.startswith("/usr/lib/python3")'
+# matplotlib: its font list, built once here; the agent copies it into the sandbox's
+# (writable) cache folder before anything imports matplotlib, which would otherwise
+# run fc-list and read every font again in each fresh sandbox.
+if python3 -c 'import matplotlib' 2>/dev/null; then
+  MPLCONFIGDIR=/opt/rce/mplcache python3 -c 'import matplotlib.font_manager'
+  ls /opt/rce/mplcache/fontlist-*.json >/dev/null
+  chmod -R a+rX /opt/rce/mplcache
+fi
 # R: bitmap devices (png(), jpeg()...) draw with Cairo; there is no X11.
 if [ -d /etc/R ]; then
   echo 'options(bitmapType = "cairo")' >> /etc/R/Rprofile.site

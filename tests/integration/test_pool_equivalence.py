@@ -211,3 +211,22 @@ def test_bash_is_the_same_in_both(cold: DockerSandbox, pooled: DockerSandbox) ->
     ]
     assert results[0] == results[1]
     assert results[0][1:3] == ("err\n", 5)
+
+
+FONT_LIST = (
+    "import logging, os\n"
+    "logging.basicConfig(level=logging.INFO)\n"
+    "import matplotlib\n"
+    "print([n for n in os.listdir(matplotlib.get_cachedir()) if n.startswith('fontlist-')])\n"
+    "import matplotlib.pyplot\n"
+)
+
+
+def test_matplotlib_finds_the_images_font_list(cold: DockerSandbox, pooled: DockerSandbox) -> None:
+    """The agent copied the image's font list into the fresh cache folder before the
+    program: matplotlib reads it instead of running fc-list over every font again."""
+    for box in (cold, pooled):
+        out, err, code, _ = observed(execute(box, FONT_LIST))
+        assert code == 0, err
+        assert out.startswith("['fontlist-v"), out
+        assert "generated new fontManager" not in err

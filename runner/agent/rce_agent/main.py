@@ -167,6 +167,7 @@ def main() -> int:
     hardened = harden()
     # Files uploaded to the workspace must not shadow what the agent imports.
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != WORKDIR]
+    pychild.seed_matplotlib_cache(os.environ)
     flavour = os.environ.get("RCE_AGENT_PRELOAD", "")
     modules = pychild.WARM_FLAVOURS.get(flavour)
     kind = FLAVOURS.get(flavour)

@@ -26,6 +26,10 @@ WARM_FLAVOURS: dict[str, tuple[str, ...]] = {
     "light": (),
 }
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+#: matplotlib's font list, built into the image (images/cpu/layer.sh). A fresh sandbox
+#: has an empty cache folder, so without it the first ``import matplotlib.pyplot`` runs
+#: fc-list and reads every font to build the list again: about 200 ms of CPU.
+MPL_CACHE_SEED = "/opt/rce/mplcache"
 
 # The interpreter state a cold ``python3 main.py`` starts from, captured before any
 # preloading so a forked child can be put back into it. The image's
@@ -33,6 +37,44 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # site-packages always come first.
 BASE_SYS_PATH = list(sys.path)
 BASE_ORIG_ARGV0 = sys.orig_argv[0] if getattr(sys, "orig_argv", None) else "python3"
+
+
+def matplotlib_cache_dir(env: Mapping[str, str]) -> str:
+    """Where matplotlib looks for its cache under ``env`` (Linux): ``MPLCONFIGDIR``, else
+    ``$XDG_CACHE_HOME/matplotlib``, else ``$HOME/.cache/matplotlib``."""
+    configured = env.get("MPLCONFIGDIR")
+    if configured:
+        return os.path.abspath(configured)
+    xdg = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME") or "/tmp", ".cache")
+    return os.path.join(xdg, "matplotlib")
+
+
+def seed_matplotlib_cache(env: Mapping[str, str], seed: str = MPL_CACHE_SEED) -> int:
+    """Copy the image's font list into matplotlib's cache folder, which must be writable
+    (matplotlib warns and uses a temporary folder when it is not, so the cache cannot
+    stay in the image). Files already there are kept. Before any program runs; returns
+    how many files were copied (0 when the image has no seed)."""
+    try:
+        names = [n for n in os.listdir(seed) if n.endswith(".json")]
+    except OSError:
+        return 0
+    target = matplotlib_cache_dir(env)
+    copied = 0
+    try:
+        os.makedirs(target, mode=0o700, exist_ok=True)
+        for name in names:
+            dest = os.path.join(target, name)
+            if os.path.lexists(dest):
+                continue
+            with open(os.path.join(seed, name), "rb") as src:
+                data = src.read()
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            copied += 1
+    except OSError:
+        pass  # only a cache: matplotlib builds the list itself
+    return copied
 
 
 def _std_stream(fd: int, write: bool, old: Any, label: str) -> TextIO:

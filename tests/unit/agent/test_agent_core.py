@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from rce_agent import wire
+from rce_agent import pychild, wire
 from rce_agent.main import linger_seconds
 from rce_agent.restore import restore, safe_relative
 from rce_agent.supervise import Reaper, exit_code_of, linger, spawn, supervise
@@ -197,3 +197,46 @@ class TestLinger:
         started = time.monotonic()
         linger(30.0)  # returns at once: this process is not a container's PID 1
         assert time.monotonic() - started < 1.0
+
+
+class TestMatplotlibCacheSeed:
+    """The image's font list is copied where matplotlib looks, before any program."""
+
+    def _seed(self, tmp_path: Path) -> Path:
+        seed = tmp_path / "seed"
+        seed.mkdir()
+        (seed / "fontlist-v330.json").write_text('{"_version": 330}')
+        (seed / "README").write_text("not a cache file")
+        return seed
+
+    @pytest.mark.parametrize(
+        ("env", "where"),
+        [
+            ({"HOME": "{t}/home"}, "{t}/home/.cache/matplotlib"),
+            ({"HOME": "{t}/home", "XDG_CACHE_HOME": "{t}/xdg"}, "{t}/xdg/matplotlib"),
+            ({"HOME": "{t}/home", "MPLCONFIGDIR": "{t}/mpl"}, "{t}/mpl"),
+        ],
+    )
+    def test_matplotlib_lookup_order(self, tmp_path: Path, env: dict[str, str], where: str) -> None:
+        filled = {k: v.format(t=tmp_path) for k, v in env.items()}
+        assert pychild.matplotlib_cache_dir(filled) == where.format(t=tmp_path)
+        assert pychild.seed_matplotlib_cache(filled, str(self._seed(tmp_path))) == 1
+        target = Path(where.format(t=tmp_path))
+        assert sorted(p.name for p in target.iterdir()) == ["fontlist-v330.json"]
+        assert (target / "fontlist-v330.json").read_text() == '{"_version": 330}'
+
+    def test_keeps_what_is_there_and_never_follows_a_link(self, tmp_path: Path) -> None:
+        seed = self._seed(tmp_path)
+        target = tmp_path / "home" / ".cache" / "matplotlib"
+        target.mkdir(parents=True)
+        elsewhere = tmp_path / "elsewhere"
+        (target / "fontlist-v330.json").symlink_to(elsewhere)
+        assert pychild.seed_matplotlib_cache({"HOME": str(tmp_path / "home")}, str(seed)) == 0
+        assert not elsewhere.exists()
+
+    def test_no_seed_or_unwritable_target_is_quiet(self, tmp_path: Path) -> None:
+        assert pychild.seed_matplotlib_cache({"HOME": str(tmp_path)}, str(tmp_path / "no")) == 0
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        env = {"MPLCONFIGDIR": str(blocker / "sub")}
+        assert pychild.seed_matplotlib_cache(env, str(self._seed(tmp_path))) == 0
