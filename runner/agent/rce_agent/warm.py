@@ -4,12 +4,12 @@ for it (warm pools).
 An agent of the ``r``, ``node``, ``java`` or ``data`` flavour starts its interpreter
 while the pool prepares the container, as the program child the job would have
 (``supervise.spawn``: its own session, stdio on the pipes the supervision drains, cwd
-/mnt/data, the program's environment). The interpreter does its start-up (R loads its default
-packages, node its bootstrap), says so on its stdout (``READY``, read off by the
-agent) and blocks on a FIFO. When the job is of its kind, the agent hands the program
-over through the FIFO and supervises that child as it would a fresh one: the time
-limit, output caps, exit code and OOM detection are unchanged, and the start-up was
-paid before the request. Otherwise the agent kills it and runs the plan as usual.
+/mnt/data, the program's environment). The interpreter does its start-up (R loads its
+default packages, node its bootstrap), says so on its stdout (``READY``, read off by
+the agent) and blocks on a FIFO. When the job is of its kind, the agent hands the
+program over through the FIFO and supervises that child as it would a fresh one: the
+time limit, output caps, exit code and OOM detection are unchanged, and the start-up
+was paid before the request. Otherwise the agent kills it and runs the plan as usual.
 
 R: the child is ``R --no-echo --no-restore --file=FIFO``, what ``Rscript main.R``
 execs (same wrapper script, flags and environment; only the file differs). The agent
