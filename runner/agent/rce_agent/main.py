@@ -6,7 +6,6 @@ import contextlib
 import os
 import sys
 import time
-from typing import Any
 
 from rce_agent import pychild
 from rce_agent.langs import plan_for
@@ -21,6 +20,10 @@ from rce_agent.supervise import (
 )
 from rce_agent.warm import FLAVOURS, WarmChild
 from rce_agent.wire import CHUNK, read_job, send_frame, send_json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the agent never imports typing (rce_agent/__init__.py)
+    from typing import Any
 
 WORKDIR = "/mnt/data"
 #: The private, exec-able tmpfs where sources and build products live: outside the

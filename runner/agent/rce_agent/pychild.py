@@ -16,7 +16,10 @@ import signal
 import sys
 from collections.abc import Mapping
 from types import ModuleType, TracebackType
-from typing import Any, TextIO
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the agent never imports typing (rce_agent/__init__.py)
+    from typing import Any, TextIO
 
 PRELOAD_MODULES = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot")
 #: RCE_AGENT_PRELOAD values: the modules each warm flavour imports before the job.

@@ -21,7 +21,7 @@ import sys
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from rce_agent import pychild  # noqa: E402 - after the path fix above
-from rce_agent.warm import READY  # noqa: E402
+from rce_agent.wire import READY  # noqa: E402
 
 
 def _preload_quietly() -> None:

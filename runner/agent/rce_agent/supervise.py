@@ -18,10 +18,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the agent never imports typing (rce_agent/__init__.py)
     from rce_agent.ptc import Relay
 
 CHUNK = 256 * 1024
@@ -235,14 +234,16 @@ class Reaper:
         os.close(self.wake_w)
 
 
-@dataclass
 class Outcome:
     """How the program ended and what it printed."""
 
-    status: int
-    timed_out: bool
-    stdout: Capped
-    stderr: Capped
+    __slots__ = ("status", "stderr", "stdout", "timed_out")
+
+    def __init__(self, status: int, timed_out: bool, stdout: Capped, stderr: Capped) -> None:
+        self.status = status
+        self.timed_out = timed_out
+        self.stdout = stdout
+        self.stderr = stderr
 
 
 def supervise(

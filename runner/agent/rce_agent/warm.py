@@ -59,20 +59,17 @@ import fcntl
 import json
 import os
 import selectors
-import shutil
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from rce_agent import pychild
-from rce_agent.langs.base import WarmRun
+from rce_agent.langs.base import Record, WarmRun
 from rce_agent.langs.interpreted import node
 from rce_agent.langs.java import jvm_flags
 from rce_agent.supervise import spawn
+from rce_agent.wire import READY
 
-#: What a warm interpreter writes on its stdout once it waits for the job.
-READY = b"rce-ready\n"
 #: Longest wait for it (the pool waits longer for the agent's own READY frame).
 READY_TIMEOUT_S = 60.0
 #: The RCE_AGENT_PRELOAD values that start an interpreter, and its kind.
@@ -156,16 +153,20 @@ public class RceWarmJavaBoot {
 """
 
 
-@dataclass(frozen=True)
-class Launch:
+class Launch(Record):
     """How to start one warm interpreter: its argv and what to write to the FIFO first."""
 
-    argv: list[str]
-    preamble: bytes = b""
+    __slots__ = ("argv", "preamble")
+
+    def __init__(self, argv: list[str], preamble: bytes = b"") -> None:
+        self.argv = argv
+        self.preamble = preamble
 
 
 def launch_for(kind: str, fifo: str, warm_dir: str, main: str) -> Launch | None:
     """The ``Launch`` of ``kind`` (None when this image lacks the interpreter)."""
+    import shutil  # not at import: the light agent never starts an interpreter
+
     if kind == "r" and os.access(R_BIN, os.X_OK):
         return Launch(
             [R_BIN, "--no-echo", "--no-restore", f"--file={fifo}"], b'cat("rce-ready\\n")\n'
@@ -270,6 +271,8 @@ class WarmChild:
     ) -> WarmChild | None:
         """Start ``kind``'s interpreter and wait until it waits for the job; None when
         it cannot (the job then runs as usual). ``launch`` replaces ``launch_for``."""
+        import shutil  # not at import: the light agent never starts an interpreter
+
         shutil.rmtree(warm_dir, ignore_errors=True)
         os.makedirs(warm_dir, mode=0o700)
         fifo = os.path.join(warm_dir, "job.fifo")

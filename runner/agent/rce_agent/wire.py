@@ -29,8 +29,14 @@ from __future__ import annotations
 import json
 import os
 import struct
-from typing import Any
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the agent never imports typing (rce_agent/__init__.py)
+    from typing import Any
+
+#: What a warm interpreter writes on its stdout once it waits for the job
+#: (``rce_agent.warm``; ``rce_agent.pywarm`` imports it from here, not from ``warm``).
+READY = b"rce-ready\n"
 JOB_MAGIC = b"RCEJ"
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 CHUNK = 256 * 1024

@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass, field
 
 WORKDIR = "/mnt/data"
 
 
-@dataclass(frozen=True)
-class WarmRun:
+class Record:
+    """A plain record: equal when of the same class with equal fields (``__slots__``).
+
+    Not a dataclass: importing ``dataclasses`` (and ``inspect``) costs every sandbox
+    about 5 ms of CPU at its start (``rce_agent/__init__.py``)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable fields, like a dataclass
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class WarmRun(Record):
     """How an interpreter started before the job (``rce_agent.warm``) runs the program.
 
     ``kind`` names the interpreter (``"r"``, ``"node"``), ``main`` the file it runs as
@@ -18,14 +36,18 @@ class WarmRun:
     ends the run with its own exit code when it fails, as the plan's ``|| exit`` does.
     """
 
-    kind: str
-    main: str
-    compile: list[str] = field(default_factory=list)
-    build_dir: str = ""
+    __slots__ = ("kind", "main", "compile", "build_dir")
+
+    def __init__(
+        self, kind: str, main: str, compile: list[str] | None = None, build_dir: str = ""
+    ) -> None:
+        self.kind = kind
+        self.main = main
+        self.compile: list[str] = compile if compile is not None else []
+        self.build_dir = build_dir
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(Record):
     """How to run one program: ``argv`` + the user's arguments, with ``env`` added.
 
     ``python`` is the path of a Python program that a warm agent runs in a forked
@@ -33,10 +55,19 @@ class Plan:
     of its kind runs it instead (same program, same arguments, same outcome).
     """
 
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    python: str | None = None
-    warm: WarmRun | None = None
+    __slots__ = ("argv", "env", "python", "warm")
+
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        python: str | None = None,
+        warm: WarmRun | None = None,
+    ) -> None:
+        self.argv = argv
+        self.env: dict[str, str] = env if env is not None else {}
+        self.python = python
+        self.warm = warm
 
 
 def write_source(build_dir: str, name: str, code: str) -> str:
