@@ -19,24 +19,30 @@ runs in these slices, one after the other, never interleaved with anything else:
    one slice deferred does not land in the next. The machine's CPU time (all of
    ``/proc/stat``'s busy time: API, engine, containers, this client) is counted from
    the slice's start until its pools are full again and settled, so the refills of
-   the sandboxes the slice used are in it: **CPU per exec**.
+   the sandboxes the slice used are in it: **CPU per exec**. It also counts any
+   growth of the pool targets the slice taught them (a CPU-bound slice grows the
+   light target by tens of sandboxes, prepared once the slice is over), so the
+   busy CPU of the slice alone is reported beside it: **window CPU per exec**;
+4. **sustained**: 4 clients for ``--sustained-seconds`` (60): the same as a
+   concurrency slice, long enough that the stock the pools held at its start
+   serves a small part of it. Its share of the ceiling is the sustained figure.
 
 Then, with the API idle and its pools full again (up to 180 s), the baselines in
 their own slices:
 
-4. **bare docker run**: ``docker run --rm --network none [--runtime R] IMAGE
+5. **bare docker run**: ``docker run --rm --network none [--runtime R] IMAGE
    python3 -c CODE``,
    ``--bare`` (15) times back to back per workload;
-5. **lifecycle ceiling**: through the Docker SDK, create + start + wait + remove
+6. **lifecycle ceiling**: through the Docker SDK, create + start + wait + remove
    of the same image with the sandbox's own limits and hardening
-   (``runner._docker_config.host_config``) running the same code, at each
-   concurrency, for ``--conc-seconds``. rce's concurrent throughput is reported as
+   (``runner._docker_config.host_config``) running the same code, in each
+   concurrency slice and the sustained one, for as long. rce's concurrent throughput is reported as
    a share of it (for ``pandas`` this is the ceiling of preparing a data sandbox:
    a container that imports the libraries and runs the code); its CPU per lifecycle
    beside rce's CPU per exec gives the **CPU share**: the share of the ceiling's rate
    rce would hold on a machine whose cores are the limit, once its pools are spent
    (a slice of ``--conc-seconds`` is partly served by sandboxes prepared before it);
-6. **prepare**: the time to prepare one warm light and one warm data sandbox, and
+7. **prepare**: the time to prepare one warm light and one warm data sandbox, and
    a cold start of each workload (what an exec finding an empty pool weighs
    against waiting for a sandbox being prepared).
 
@@ -89,6 +95,8 @@ print(len(g), int(g["sum"].sum()))
 """
 WORKLOADS = {"hello": (HELLO, "4"), "pandas": (PANDAS, "100 4999950000")}
 LABEL_KEY = "org.rce.load-bench"
+#: Clients of the sustained slice (the issue's "sustained" figure is at concurrency 4).
+SUSTAINED_CLIENTS = 4
 
 
 # --- rce slices ----------------------------------------------------------------------
@@ -309,6 +317,35 @@ def prepare_times(image: str, runtime: str | None, n: int) -> dict[str, Any]:
 # --- one runtime -----------------------------------------------------------------------
 
 
+def rce_slice(
+    api: LocalApi,
+    rss: RssSampler,
+    code: str,
+    expected: str,
+    workers: int,
+    seconds: float,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One concurrency slice, started settled (the pools refilled and the work the
+    previous slice deferred, refills and removals, done). ``cpu_window_s`` is the
+    machine's busy CPU during the slice; ``cpu_s`` adds the refills of what it used,
+    any growth of the pool targets, and its deferred removals."""
+    settled_s = wait_pools_full(api, 120.0)
+    time.sleep(args.settle_seconds)
+    before = pool_metrics(api)
+    rss.begin_window()
+    cpu_start = busy_cpu_s()
+    got = concurrent(api, code, expected, workers, seconds)
+    got["cpu_window_s"] = round(busy_cpu_s() - cpu_start, 2)
+    got["rss_peak"] = rss.end_window()
+    got["pool"] = pool_delta(before, pool_metrics(api))
+    got["settled_s"] = settled_s
+    got["refill_s"] = wait_pools_full(api, 120.0)
+    time.sleep(args.settle_seconds)
+    got["cpu_s"] = round(busy_cpu_s() - cpu_start, 2)
+    return got
+
+
 def run_runtime(args: argparse.Namespace, runtime: str | None) -> dict[str, Any]:
     name = runtime or "runc"
     report: dict[str, Any] = {"runtime": name, "rce": {}, "baseline": {}}
@@ -336,24 +373,12 @@ def run_runtime(args: argparse.Namespace, runtime: str | None) -> dict[str, Any]
                 before = pool_metrics(api)
                 slices["paced"] = sequential(api, code, expected, args.paced, args.think)
                 slices["paced"]["pool"] = pool_delta(before, pool_metrics(api))
-                for workers in args.conc:
-                    # Each slice starts settled: the pools refilled and the work the
-                    # previous slice deferred (refills, removals) done.
-                    settled_s = wait_pools_full(api, 120.0)
-                    time.sleep(args.settle_seconds)
-                    print(f"[{name}] {wname}: concurrency {workers}", flush=True)
-                    before = pool_metrics(api)
-                    rss.begin_window()
-                    cpu_start = busy_cpu_s()
-                    got = concurrent(api, code, expected, workers, args.conc_seconds)
-                    got["rss_peak"] = rss.end_window()
-                    got["pool"] = pool_delta(before, pool_metrics(api))
-                    got["settled_s"] = settled_s
-                    # The refills of what the slice used, and its deferred removals.
-                    got["refill_s"] = wait_pools_full(api, 120.0)
-                    time.sleep(args.settle_seconds)
-                    got["cpu_s"] = round(busy_cpu_s() - cpu_start, 2)
-                    slices[f"c{workers}"] = got
+                runs = [(f"c{w}", w, args.conc_seconds) for w in args.conc]
+                if args.sustained_seconds > 0:
+                    runs.append(("sustained", SUSTAINED_CLIENTS, args.sustained_seconds))
+                for slice_name, workers, seconds in runs:
+                    print(f"[{name}] {wname}: {slice_name}, {workers} clients", flush=True)
+                    slices[slice_name] = rce_slice(api, rss, code, expected, workers, seconds, args)
                 report["rce"][wname] = slices
             report["rss_peak"] = rss.peak
             report["rss_end"] = rss.read()
@@ -368,15 +393,13 @@ def run_runtime(args: argparse.Namespace, runtime: str | None) -> dict[str, Any]
                 base: dict[str, Any] = {
                     "bare": bare_runs(args.image, runtime, code, expected, args.bare)
                 }
-                for workers in args.conc:
-                    print(f"[{name}] {wname}: lifecycle ceiling, concurrency {workers}", flush=True)
+                for slice_name, workers, seconds in runs:
+                    print(f"[{name}] {wname}: lifecycle ceiling, {slice_name}", flush=True)
                     cpu_start = busy_cpu_s()
-                    base[f"c{workers}"] = loop_for(
-                        workers,
-                        args.conc_seconds,
-                        lambda _w, c=code, e=expected: lifecycle.one(c, e),
+                    base[slice_name] = loop_for(
+                        workers, seconds, lambda _w, c=code, e=expected: lifecycle.one(c, e)
                     )
-                    base[f"c{workers}"]["cpu_s"] = round(busy_cpu_s() - cpu_start, 2)
+                    base[slice_name]["cpu_s"] = round(busy_cpu_s() - cpu_start, 2)
                 report["baseline"][wname] = base
         print(f"[{name}] prepare times", flush=True)
         report["prepare"] = prepare_times(args.image, runtime, args.prepare)
@@ -431,7 +454,22 @@ def targets(rep: dict[str, Any], conc: list[int]) -> list[tuple[str, str, str]]:
                 at_most=False,
             )
             row(f"c4 {wname} errors = 0", float(got["errors"]), 0, fmt="{:.0f}")
-        peak = max(rce[w]["c4"]["rss_peak"] for w in ("hello", "pandas"))
+        for wname in ("hello", "pandas"):
+            if "sustained" in rce[wname]:
+                got, ceiling = rce[wname]["sustained"], base[wname]["sustained"]
+                row(
+                    f"sustained c4 {wname} ({got['seconds']:.0f} s) execs/s / ceiling >= 0.95",
+                    _ratio(got["per_s"], ceiling["per_s"]),
+                    0.95,
+                    at_most=False,
+                )
+                row(f"sustained c4 {wname} errors = 0", float(got["errors"]), 0, fmt="{:.0f}")
+        peak = max(
+            rce[w][k]["rss_peak"]
+            for w in ("hello", "pandas")
+            for k in ("c4", "sustained")
+            if k in rce[w]
+        )
         row("c4 API RSS peak (MiB) <= 150", peak / MiB, 150, fmt="{:.1f}")
     if 8 in conc:
         for wname in ("hello", "pandas"):
@@ -439,9 +477,10 @@ def targets(rep: dict[str, Any], conc: list[int]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def cpu_per_exec(got: dict[str, Any]) -> float | None:
-    """Busy CPU seconds of a concurrency slice per successful exec (or lifecycle)."""
-    return got["cpu_s"] / got["ok"] if got.get("cpu_s") is not None and got["ok"] else None
+def cpu_per_exec(got: dict[str, Any], key: str = "cpu_s") -> float | None:
+    """Busy CPU seconds (``key``) of a concurrency slice per successful exec (or
+    lifecycle)."""
+    return got[key] / got["ok"] if got.get(key) is not None and got["ok"] else None
 
 
 def _ms_f(value: float | None) -> float | None:
@@ -485,20 +524,28 @@ def print_report(reports: list[dict[str, Any]], meta: dict[str, Any], conc: list
         print("\n### Concurrent (execs/s; latency ms) beside the lifecycle ceiling\n")
         print(
             "| workload | clients | rce ok | err | rce/s | p50 | p90 | p99 | ceiling/s | "
-            "ceiling p50 | rce share | CPU/exec ms | ceiling CPU ms | CPU share | "
-            "API RSS peak |"
+            "ceiling p50 | rce share | CPU/exec ms | window CPU/exec ms | ceiling CPU ms | "
+            "CPU share | API RSS peak |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for wname in WORKLOADS:
-            for workers in conc:
-                s, c = rep["rce"][wname][f"c{workers}"], rep["baseline"][wname][f"c{workers}"]
+            names = [f"c{w}" for w in conc] + (
+                ["sustained"] if "sustained" in rep["rce"][wname] else []
+            )
+            for slice_name in names:
+                s, c = rep["rce"][wname][slice_name], rep["baseline"][wname][slice_name]
                 share = _ratio(s["per_s"], c["per_s"])
                 rce_cpu, ceiling_cpu = cpu_per_exec(s), cpu_per_exec(c)
+                window_cpu = cpu_per_exec(s, "cpu_window_s")
+                clients = (
+                    f"{s['workers']}" if slice_name != "sustained" else f"{s['workers']} sustained"
+                )
                 print(
-                    f"| {wname} | {workers} | {s['ok']} | {s['errors']} | {s['per_s']} | "
+                    f"| {wname} | {clients} | {s['ok']} | {s['errors']} | {s['per_s']} | "
                     f"{_ms(s['p50'])} | {_ms(s['p90'])} | {_ms(s['p99'])} | {c['per_s']} | "
-                    f"{_ms(c['p50'])} | {_fmt(share)} | {_ms(rce_cpu)} | {_ms(ceiling_cpu)} | "
-                    f"{_fmt(_ratio(ceiling_cpu, rce_cpu))} | {s['rss_peak'] / MiB:.1f} MiB |"
+                    f"{_ms(c['p50'])} | {_fmt(share)} | {_ms(rce_cpu)} | {_ms(window_cpu)} | "
+                    f"{_ms(ceiling_cpu)} | {_fmt(_ratio(ceiling_cpu, rce_cpu))} | "
+                    f"{s['rss_peak'] / MiB:.1f} MiB |"
                 )
         print("\n### Preparing a sandbox (ms)\n")
         print("| what | p50 | p90 | max |")
@@ -543,6 +590,12 @@ def main() -> int:
     parser.add_argument("--think", type=float, default=1.0)
     parser.add_argument("--conc", default="1,4,8")
     parser.add_argument("--conc-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--sustained-seconds",
+        type=float,
+        default=60.0,
+        help="length of the sustained slice (4 clients, rce and ceiling); 0 skips it",
+    )
     parser.add_argument("--bare", type=int, default=15)
     parser.add_argument("--prepare", type=int, default=5)
     parser.add_argument("--settle-seconds", type=float, default=5.0)
