@@ -144,6 +144,22 @@ class AttachedStream:
             limits.append(remaining)
         self.sock.settimeout(min(limits) if limits else None)
 
+    def drain_to_end(self, within_s: float) -> bool:
+        """Read and drop what is left until the engine ends the stream (the container's
+        processes all exited) or ``within_s`` passed; True at the end."""
+        end = time.monotonic() + within_s
+        try:
+            while True:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.sock.settimeout(remaining)
+                if not self.sock.recv(_RECV):
+                    self._eof = True
+                    return True
+        except (TimeoutError, OSError):
+            return False
+
     def close(self) -> None:
         """Close the socket (and the SDK object wrapping it)."""
         for closable in (self._attached, self.sock):

@@ -135,7 +135,11 @@ def entry_mb(flavour: cfg.Flavour, runtime: str | None) -> float:
 #: of exiting (``rce_agent.supervise.linger``): its exit, engine work, then comes with
 #: the removal, which waits while execs come one at a time (``runner.activity``). Above
 #: the longest that removal waits, so the container exits by itself only when the
-#: host died meanwhile.
+#: host died meanwhile. A run that starts while another is in flight does not linger:
+#: under concurrent load its removal would seldom wait, and killing a running
+#: container costs the host more than removing one that exited (135 against 122 ms
+#: of CPU per whole lifecycle, measured with the engine alone); its container exits
+#: after the reply, and its removal first waits for that exit.
 LINGER_S = MAX_DELAY_S + 10.0
 #: Memory all warm containers may hold together, the floors included (README, "Budget").
 DEFAULT_POOL_BUDGET_MB = 2048.0
@@ -185,6 +189,9 @@ class _Container:
     ready_unread: bool = False
     #: Its agent sent a complete reply: it exits by itself, its removal can wait.
     finished: bool = False
+    #: Its agent was told not to linger: after its reply it exits at once, and its
+    #: removal first waits for that exit (the end of its stream).
+    exits: bool = False
     removed: bool = field(default=False)
 
 
@@ -340,13 +347,17 @@ class DockerSandbox:
         """Run one job in a fresh container; see ``runner.base.Sandbox.run``."""
         started = time.monotonic()
         # Validates names before any container exists.
-        header = encode_job_header(request, linger_s=LINGER_S)
+        # Alone, the container lingers until the host is quiet; beside other runs
+        # it exits by itself (see ``LINGER_S``).
+        lingers = self._activity.in_flight == 0
+        header = encode_job_header(request, linger_s=LINGER_S if lingers else 0.0)
         wanted = cfg.flavour_for(request)
         self._activity.begin()
         try:
             pooled = self._take_pooled(request, wanted)
             path = pooled[1] if pooled is not None else "cold"
             container = pooled[0] if pooled is not None else self._start_cold(request)
+            container.exits = not lingers
             try:
                 result = self._exchange(container, request, header, started)
             finally:
@@ -650,6 +661,11 @@ class DockerSandbox:
         if container.removed:
             return
         container.removed = True
+        if container.finished and container.exits:
+            self._remove_later(
+                container.name, defer=True, after=functools.partial(_await_exit, container.stream)
+            )
+            return
         container.stream.close()
         self._remove_later(container.name, defer=container.finished)
 
@@ -660,8 +676,13 @@ class DockerSandbox:
         retry_s: tuple[float, ...] = _REMOVE_RETRY_S,
         quiet: bool = False,
         defer: bool = False,
+        after: Callable[[], None] | None = None,
     ) -> None:
+        """Remove ``name`` in the background (inline once closed), at once or, with
+        ``defer``, when the host is quiet; ``after`` runs first, in the same worker."""
         removal = functools.partial(self._remove, name, retry_s=retry_s, quiet=quiet)
+        if after is not None:
+            removal = functools.partial(_then, after, removal)
         try:
             if defer:
                 self._removal.submit(removal)
@@ -825,6 +846,29 @@ class _AfterReady:
             data, self._head = self._head[:size], self._head[size:]
             return data
         return self._stream.read(size)
+
+
+#: Longest wait for a container that does not linger to exit after its reply, before
+#: its removal kills it (its exit takes tens of milliseconds under runc).
+EXIT_WAIT_S = 2.0
+
+
+def _await_exit(stream: AttachedStream) -> None:
+    """Wait (``EXIT_WAIT_S`` at most) for the end of a finished container's stream,
+    then close it: removing a container as it exits makes the engine refuse ("is not
+    running") and costs its kill path (about 13 ms of host CPU, measured)."""
+    try:
+        stream.drain_to_end(EXIT_WAIT_S)
+    finally:
+        stream.close()
+
+
+def _then(first: Callable[[], None], second: Callable[[], None]) -> None:
+    """``first()``, then ``second()`` whatever ``first`` did."""
+    try:
+        first()
+    finally:
+        second()
 
 
 def _read_ready(stream: AttachedStream) -> None:

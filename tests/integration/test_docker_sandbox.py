@@ -741,23 +741,31 @@ class TestLifecycle:
     def test_a_finished_container_lingers_as_one_sleep_until_the_host_is_quiet(
         self, docker_client: docker.DockerClient, make_sandbox: Callable[..., DockerSandbox]
     ) -> None:
-        """After its reply the agent waits for the removal (``linger``), every other
-        process killed: a daemon the program left does not outlive the reply. The
-        removal waits while another run is in flight, and comes once none is."""
+        """A run that starts alone: after its reply the agent waits for the removal
+        (``linger``), every other process killed, so a daemon the program left does
+        not outlive the reply. The removal waits while another run is in flight, and
+        comes once none is."""
         box = make_sandbox()
-        busy = threading.Thread(target=execute, args=(box, "import time; time.sleep(6)"))
-        busy.start()
-        time.sleep(1.0)
         exec_id = secrets.token_hex(6)
         code = (
-            "import os, subprocess\n"
+            "import os, subprocess, time\n"
             "subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
             "if os.fork() == 0:\n"
             "    os.setsid()\n"
             "    os.execvp('sleep', ['sleep', '301'])\n"
+            "time.sleep(2)\n"
             "print('left two daemons')\n"
         )
-        assert execute(box, code, exec_id=exec_id).stdout == "left two daemons\n"
+        observed: list[RunResult] = []
+        alone = threading.Thread(
+            target=lambda: observed.append(execute(box, code, exec_id=exec_id))
+        )
+        alone.start()
+        time.sleep(1.0)  # it started alone; another run starts before it ends
+        busy = threading.Thread(target=execute, args=(box, "import time; time.sleep(6)"))
+        busy.start()
+        alone.join()
+        assert observed[0].stdout == "left two daemons\n"
         [lingering] = our_containers(docker_client, **{"org.rce.exec-id": exec_id})
         assert lingering.state == "running"
         # Listed from inside (``docker top`` maps gVisor's PIDs onto the host's).
@@ -771,6 +779,34 @@ class TestLifecycle:
         found = docker_client.containers.get(lingering.name).exec_run(["python3", "-c", listing])
         assert found.exit_code == 0, found.output
         assert found.output.decode().splitlines() == [f"1 /bin/sleep {int(LINGER_S)}"]
+        busy.join()
+        assert wait_until_gone(docker_client, 10, **{"org.rce.exec-id": exec_id}) == []
+
+    def test_a_run_beside_another_exits_after_its_reply_and_goes_at_once(
+        self, docker_client: docker.DockerClient, make_sandbox: Callable[..., DockerSandbox]
+    ) -> None:
+        """A run that starts while another is in flight does not linger: its agent
+        exits after the reply (a daemon the program left ends with it), and its
+        removal, of a container that has exited, comes once the host is quiet."""
+        box = make_sandbox()
+        busy = threading.Thread(target=execute, args=(box, "import time; time.sleep(8)"))
+        busy.start()
+        time.sleep(1.0)
+        exec_id = secrets.token_hex(6)
+        code = (
+            "import subprocess\n"
+            "subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+            "print('left a daemon')\n"
+        )
+        assert execute(box, code, exec_id=exec_id).stdout == "left a daemon\n"
+        end = time.monotonic() + 5
+        while (states := our_containers(docker_client, **{"org.rce.exec-id": exec_id})) and (
+            states[0].state != "exited"
+        ):
+            assert time.monotonic() < end, f"still {states[0].state} after its reply"
+            time.sleep(0.1)
+        assert states, "removed while another run was in flight"
+        assert busy.is_alive()
         busy.join()
         assert wait_until_gone(docker_client, 10, **{"org.rce.exec-id": exec_id}) == []
 
