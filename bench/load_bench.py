@@ -484,25 +484,20 @@ def targets(rep: dict[str, Any], conc: list[int]) -> list[tuple[str, str, str]]:
         0.15,
     )
     if 4 in conc:
-        for wname in ("hello", "pandas"):
-            got, ceiling = rce[wname]["c4"], base[wname]["c4"]
-            row(
-                f"c4 {wname} execs/s / ceiling >= 0.95",
-                _ratio(got["per_s"], ceiling["per_s"]),
-                0.95,
-                at_most=False,
-            )
-            row(f"c4 {wname} errors = 0", float(got["errors"]), 0, fmt="{:.0f}")
-        for wname in ("hello", "pandas"):
-            if "sustained" in rce[wname]:
-                got, ceiling = rce[wname]["sustained"], base[wname]["sustained"]
+        for slice_name in ("c4", "sustained"):
+            for wname in ("hello", "pandas"):
+                if slice_name not in rce[wname]:
+                    continue
+                got, ceiling = rce[wname][slice_name], base[wname][slice_name]
+                name = f"c4 {wname}" if slice_name == "c4" else f"sustained c4 {wname}"
+                lasted = "" if slice_name == "c4" else f" ({got['seconds']:.0f} s)"
                 row(
-                    f"sustained c4 {wname} ({got['seconds']:.0f} s) execs/s / ceiling >= 0.95",
+                    f"{name}{lasted} execs/s / ceiling >= 0.95",
                     _ratio(got["per_s"], ceiling["per_s"]),
                     0.95,
                     at_most=False,
                 )
-                row(f"sustained c4 {wname} errors = 0", float(got["errors"]), 0, fmt="{:.0f}")
+                row(f"{name} errors = 0", float(got["errors"]), 0, fmt="{:.0f}")
         for slice_name, c in base.get("data_prepare", {}).items():
             row(
                 f"{slice_name} pandas execs/s / data sandboxes prepared/s >= 0.95",
