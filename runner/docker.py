@@ -661,13 +661,12 @@ class DockerSandbox:
         if container.removed:
             return
         container.removed = True
+        first = None
         if container.finished and container.exits:
-            self._remove_later(
-                container.name, defer=True, after=functools.partial(_await_exit, container.stream)
-            )
-            return
-        container.stream.close()
-        self._remove_later(container.name, defer=container.finished)
+            first = functools.partial(_await_exit, container.stream)  # closes it
+        else:
+            container.stream.close()
+        self._remove_later(container.name, defer=container.finished, first=first)
 
     def _remove_later(
         self,
@@ -676,13 +675,13 @@ class DockerSandbox:
         retry_s: tuple[float, ...] = _REMOVE_RETRY_S,
         quiet: bool = False,
         defer: bool = False,
-        after: Callable[[], None] | None = None,
+        first: Callable[[], None] | None = None,
     ) -> None:
         """Remove ``name`` in the background (inline once closed), at once or, with
-        ``defer``, when the host is quiet; ``after`` runs first, in the same worker."""
+        ``defer``, when the host is quiet; ``first`` runs before, in the same worker."""
         removal = functools.partial(self._remove, name, retry_s=retry_s, quiet=quiet)
-        if after is not None:
-            removal = functools.partial(_then, after, removal)
+        if first is not None:
+            removal = functools.partial(_then, first, removal)
         try:
             if defer:
                 self._removal.submit(removal)
