@@ -181,6 +181,8 @@ def main() -> int:
             warm = start_warm(kind)
         if modules and warm is None:  # no warm data interpreter: the agent preloads
             pychild.preload(modules)
+        else:
+            pychild.freeze_heap()
         send_frame(b"P")
     try:
         job = read_job()

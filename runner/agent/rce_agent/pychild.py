@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import gc
 import io
 import os
-import signal
 import sys
 from collections.abc import Mapping
 from types import ModuleType, TracebackType
@@ -20,6 +20,10 @@ from types import ModuleType, TracebackType
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the agent never imports typing (rce_agent/__init__.py)
     from typing import Any, TextIO
+if TYPE_CHECKING:
+    import signal
+else:  # the C module: ``signal`` wraps it in enums, 2 ms of CPU (rce_agent/__init__.py)
+    import _signal as signal
 
 PRELOAD_MODULES = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot")
 #: RCE_AGENT_PRELOAD values: the modules each warm flavour imports before the job.
@@ -194,11 +198,12 @@ def _finalize_and_exit(status: int, main_namespace: dict[str, Any], by_sigint: b
     and the process exits without the slow teardown of the preloaded modules.
     """
     import atexit
-    import gc
-    import threading
 
-    with contextlib.suppress(BaseException):
-        threading._shutdown()  # type: ignore[attr-defined]
+    # CPython waits for threads only when the program imported threading.
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        with contextlib.suppress(BaseException):
+            threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -266,9 +271,11 @@ def preload(modules: tuple[str, ...]) -> None:
             __import__(name)
         except Exception as exc:  # a library missing from this image is not fatal
             sys.stderr.write(f"rce-agent: preload of {name} failed: {exc!r}\n")
-    # Keep the preloaded objects out of the child's collections: a full collection
-    # would walk (and copy-on-write) the whole preloaded heap.
-    import gc
-
     gc.collect()
+    freeze_heap()
+
+
+def freeze_heap() -> None:
+    """Keep the agent's objects out of a forked child's collections: the collection
+    at the child's exit would walk, and so copy on write, the whole inherited heap."""
     gc.freeze()

@@ -56,10 +56,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import selectors
-import signal
 import time
 from collections.abc import Mapping, Sequence
 
@@ -68,7 +66,13 @@ from rce_agent.langs.base import Record, WarmRun
 from rce_agent.langs.interpreted import node
 from rce_agent.langs.java import jvm_flags
 from rce_agent.supervise import spawn
-from rce_agent.wire import READY
+from rce_agent.wire import READY, dumps
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+else:  # the C module: ``signal`` wraps it in enums, 2 ms of CPU (rce_agent/__init__.py)
+    import _signal as signal
 
 #: Longest wait for it (the pool waits longer for the agent's own READY frame).
 READY_TIMEOUT_S = 60.0
@@ -174,7 +178,7 @@ def launch_for(kind: str, fifo: str, warm_dir: str, main: str) -> Launch | None:
     if kind == "node" and shutil.which("node"):
         boot = os.path.join(warm_dir, "boot.js")
         with open(boot, "w", encoding="utf-8") as fh:
-            fh.write(_NODE_BOOT % {"fifo": json.dumps(fifo), "ready": json.dumps(READY.decode())})
+            fh.write(_NODE_BOOT % {"fifo": dumps(fifo), "ready": dumps(READY.decode())})
         return Launch([*node(), "-r", boot, main])
     if kind == "python":
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pywarm.py")
@@ -182,7 +186,7 @@ def launch_for(kind: str, fifo: str, warm_dir: str, main: str) -> Launch | None:
     if kind == "java" and shutil.which("java"):
         boot = os.path.join(warm_dir, "RceWarmJavaBoot.java")
         with open(boot, "w", encoding="utf-8") as fh:
-            fh.write(_JAVA_BOOT % {"ready": json.dumps(READY.decode())})
+            fh.write(_JAVA_BOOT % {"ready": dumps(READY.decode())})
         return Launch(["java", *jvm_flags(), "--add-exports", JAVA_LAUNCHER_EXPORT, boot, fifo])
     return None
 
@@ -216,12 +220,12 @@ def r_feed(main: str, program: bytes, args: Sequence[str]) -> bytes:
 def node_feed(run: WarmRun, args: Sequence[str]) -> bytes:
     """What the FIFO carries for a node job (read by the boot script)."""
     job = {"main": run.main, "args": list(args), "compile": run.compile, "build_dir": run.build_dir}
-    return json.dumps(job).encode("utf-8")
+    return dumps(job).encode("utf-8")
 
 
 def python_feed(run: WarmRun, args: Sequence[str]) -> bytes:
     """What the FIFO carries for a Python job (read by ``rce_agent.pywarm``)."""
-    return json.dumps({"main": run.main, "args": list(args)}).encode("utf-8")
+    return dumps({"main": run.main, "args": list(args)}).encode("utf-8")
 
 
 def java_feed(run: WarmRun, args: Sequence[str]) -> bytes:

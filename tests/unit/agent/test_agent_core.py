@@ -51,6 +51,32 @@ class TestWire:
     def test_eof_before_a_job_is_none(self) -> None:
         assert wire.parse_header(b"", lambda n: b"") is None
 
+    @pytest.mark.parametrize(
+        "value",
+        [
+            {"exit_code": 0, "timed_out": False, "duration_s": 0.0123, "deleted": []},
+            {"notices": ['\u00e9 \u2028 "q" \\ \n \U0001f600'], "none": None, "big": 10**30},
+            [1, 2.5, True, -0.0, 1e-300, ""],
+            "a string",
+        ],
+    )
+    def test_json_is_what_the_json_module_reads_and_writes(self, value: object) -> None:
+        text = wire.dumps(value)
+        assert text == json.dumps(value, ensure_ascii=True)
+        assert wire.loads(text) == json.loads(text) == value
+        assert wire.loads(f" \n{json.dumps(value, indent=2)}\t") == value
+
+    @pytest.mark.parametrize("text", ["", " ", "{", "{} x", "[1,]", '{"a": 1}{}', "nul", "'a'"])
+    def test_what_is_not_one_json_document_is_refused(self, text: str) -> None:
+        with pytest.raises(ValueError):
+            wire.loads(text)
+        with pytest.raises(ValueError):
+            json.loads(text)
+
+    def test_a_value_json_cannot_write_is_refused(self) -> None:
+        with pytest.raises(TypeError):
+            wire.dumps({"x": object()})
+
 
 class TestRestore:
     @pytest.mark.parametrize("name", ["", "/etc/x", "a/../b", "./a", "a//b", "a\x00b"])

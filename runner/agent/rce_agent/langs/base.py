@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 
 WORKDIR = "/mnt/data"
 
@@ -82,6 +81,8 @@ def write_source(build_dir: str, name: str, code: str) -> str:
 def compile_and_run(build_dir: str, compile_cmd: list[str], program: list[str]) -> Plan:
     """A ``Plan`` that compiles in ``build_dir`` (TMPDIR there too) and, when that
     succeeded, execs ``program`` in the workspace with the user's arguments."""
+    import shlex  # not at import: it loads re, and the compiled languages alone need it
+
     build = shlex.quote(build_dir)
     script = (
         f"cd {build} && TMPDIR={build} {shlex.join(compile_cmd)} || exit; "
