@@ -601,3 +601,22 @@ class TestEntryMemory:
             }
         finally:
             box.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "reads_environment"),
+    [("unix:///var/run/no-such-docker.sock", False), ("tcp://127.0.0.1:2375", True)],
+)
+def test_a_socket_client_does_not_read_the_environment_at_every_call(
+    url: str, reads_environment: bool
+) -> None:
+    import docker
+
+    from runner.docker import _without_environment
+
+    api = docker.APIClient(base_url=url, version="1.41")
+    try:
+        assert _without_environment(api) is api
+        assert api.trust_env is reads_environment
+    finally:
+        api.close()
