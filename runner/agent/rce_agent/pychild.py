@@ -19,9 +19,8 @@ from types import ModuleType, TracebackType
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the agent never imports typing (rce_agent/__init__.py)
-    from typing import Any, TextIO
-if TYPE_CHECKING:
     import signal
+    from typing import Any, TextIO
 else:  # the C module: ``signal`` wraps it in enums, 2 ms of CPU (rce_agent/__init__.py)
     import _signal as signal
 

@@ -20,9 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the agent never imports typing (rce_agent/__init__.py)
-    from rce_agent.ptc import Relay
-if TYPE_CHECKING:
     import signal
+
+    from rce_agent.ptc import Relay
 else:  # the C module: ``signal`` wraps it in enums, 2 ms of CPU (rce_agent/__init__.py)
     import _signal as signal
 
