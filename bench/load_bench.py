@@ -3,7 +3,9 @@
     uv run python bench/load_bench.py                      # runc, and runsc when the engine has it
     uv run python bench/load_bench.py --runtimes runc --conc-seconds 10 --json load.json
 
-For each runtime, one API is started (``bench/_common.LocalApi``, default pool
+For each runtime, once the machine is quiet (its busy CPU under 10 % of the cores
+over 2 s, waiting up to 120 s: the previous runtime's clean-up is not measured with
+the next), one API is started (``bench/_common.LocalApi``, default pool
 settings plus ``RCE_RUNTIME``) and every workload (``hello``, ``pandas`` groupby)
 runs in these slices, one after the other, never interleaved with anything else:
 
@@ -112,6 +114,27 @@ def busy_cpu_s() -> float:
         fields = [int(v) for v in stat.readline().split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+#: The machine is quiet when its busy CPU over ``QUIET_SAMPLE_S`` is below this share
+#: of all its cores.
+QUIET_SHARE = 0.10
+QUIET_SAMPLE_S = 2.0
+
+
+def wait_quiet(timeout_s: float) -> dict[str, float]:
+    """Wait (up to ``timeout_s``) until the machine is quiet, so a runtime's slices do
+    not share the cores with the work the previous one left (its containers' removal,
+    the engine's clean-up); the wait and the last busy share, for the report."""
+    started = time.monotonic()
+    cores = os.cpu_count() or 1
+    while True:
+        before = busy_cpu_s()
+        time.sleep(QUIET_SAMPLE_S)
+        share = (busy_cpu_s() - before) / (QUIET_SAMPLE_S * cores)
+        waited = time.monotonic() - started
+        if share < QUIET_SHARE or waited >= timeout_s:
+            return {"waited_s": round(waited, 1), "busy_share": round(share, 3)}
 
 
 def _timed_exec(client: RceClient, code: str, expected: str) -> float:
@@ -375,6 +398,8 @@ def rce_slice(
 def run_runtime(args: argparse.Namespace, runtime: str | None) -> dict[str, Any]:
     name = runtime or "runc"
     report: dict[str, Any] = {"runtime": name, "rce": {}, "baseline": {}}
+    report["quiet_before"] = wait_quiet(120.0)
+    print(f"[{name}] machine quiet: {report['quiet_before']}", flush=True)
     settings = {"RCE_LOG_LEVEL": "WARNING"}
     if runtime:
         settings["RCE_RUNTIME"] = runtime
@@ -536,6 +561,11 @@ def print_report(reports: list[dict[str, Any]], meta: dict[str, Any], conc: list
         rt = rep["runtime"]
         print(f"\n## Runtime {rt}\n")
         print(f"- settings: {rep['settings']}")
+        quiet = rep.get("quiet_before", {})
+        print(
+            f"- machine before it: waited {quiet.get('waited_s')} s for it to be quiet; "
+            f"busy share {quiet.get('busy_share')} of the cores"
+        )
         print(
             f"- API RSS: start {rep['rss_start'] / MiB:.1f} MiB, peak "
             f"{rep['rss_peak'] / MiB:.1f} MiB, end {rep['rss_end'] / MiB:.1f} MiB"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -379,6 +380,35 @@ class TestDockerPool:
         assert wait_for(lambda: not used & set(self.case_containers(docker_client, case)), 10)
         now = set(self.case_containers(docker_client, case))
         assert len(now) == 2 and not now & used
+
+    def test_a_warm_light_sandbox_forked_its_programs_process_before_the_job(
+        self, make_sandbox: Callable[..., DockerSandbox], case: dict[str, str]
+    ) -> None:
+        """The program's process (Python run in it, bash exec'ed by it) started with
+        the agent, while the pool prepared the container, not when the job came: its
+        start time is the agent's (``/proc/<pid>/stat``, clock ticks), though the job
+        comes seconds later."""
+        box = make_sandbox(pool_size=1, pool_limits=Limits(), labels=case, pool_budget_mb=0)
+        started = (
+            "import os\n"
+            "tick = os.sysconf('SC_CLK_TCK')\n"
+            "def start(pid):\n"
+            "    return int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[19])\n"
+            "print(round((start(os.getpid()) - start(1)) / tick, 2))\n"
+        )
+        programs = [
+            (Language.PYTHON, started),
+            (
+                Language.BASH,
+                f"exec python3 -c {shlex.quote(started)}",
+            ),
+        ]
+        for lang, code in programs:
+            assert box.wait_pool_ready(120)
+            time.sleep(2.5)
+            result = execute(box, code, lang=lang)
+            assert result.exit_code == 0, result
+            assert float(result.stdout) < 1.0, (lang, result.stdout)
 
     def test_an_empty_pool_waits_no_longer_than_a_cold_start(
         self, make_sandbox: Callable[..., DockerSandbox], case: dict[str, str]

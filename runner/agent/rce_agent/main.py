@@ -10,6 +10,7 @@ import time
 from rce_agent import pychild
 from rce_agent.langs import plan_for
 from rce_agent.supervise import (
+    Forked,
     Reaper,
     exit_code_of,
     harden,
@@ -19,7 +20,7 @@ from rce_agent.supervise import (
     supervise,
 )
 from rce_agent.warm import FLAVOURS, WarmChild
-from rce_agent.wire import CHUNK, read_job, send_frame, send_json
+from rce_agent.wire import CHUNK, dumps, read_job, send_frame, send_json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the agent never imports typing (rce_agent/__init__.py)
@@ -68,7 +69,21 @@ def start_warm(kind: str) -> WarmChild | None:
         return None
 
 
-def run_job(job: dict[str, Any], preloaded: bool, warm: WarmChild | None = None) -> None:
+def fork_ahead() -> Forked | None:
+    """The child of the job, forked before it (``supervise.Forked``), or None."""
+    try:
+        return Forked.start(child_env({}), WORKDIR)
+    except OSError as exc:
+        sys.stderr.write(f"rce-agent: no child forked before the job: {exc!r}\n")
+        return None
+
+
+def run_job(
+    job: dict[str, Any],
+    preloaded: bool,
+    warm: WarmChild | None = None,
+    forked: Forked | None = None,
+) -> None:
     limits = job.get("limits", {})
     cap = int(limits.get("max_output_bytes", 1_000_000))
     timeout_s = float(limits.get("run_timeout_s", 30.0))
@@ -84,6 +99,7 @@ def run_job(job: dict[str, Any], preloaded: bool, warm: WarmChild | None = None)
     env = child_env(plan.env)
     argv = [*plan.argv, *args]
     in_process = None
+    in_process_path = None
     relay = None
     if job.get("ptc"):  # programmatic tool calling: the program runs with the tools
         from rce_agent.ptc import Relay
@@ -95,18 +111,25 @@ def run_job(job: dict[str, Any], preloaded: bool, warm: WarmChild | None = None)
     elif plan.python is not None:
         argv = [pychild.BASE_ORIG_ARGV0, plan.python, *args]
         if preloaded:
-            path = plan.python
+            path = in_process_path = plan.python
 
             def in_process() -> None:
                 pychild.run(path, args, env)
 
+    reaper = Reaper()  # before a discard: the discarded child is reaped with the rest
     handed = None
     if warm is not None:  # a warm interpreter runs the program when it can, as cold
         if relay is None and plan.warm is not None:
             handed = warm.take(plan.warm, args, env, WORKDIR)
         if handed is None:
             warm.discard()
-    reaper = Reaper()
+    if forked is not None:  # the child forked ahead runs what spawn's would
+        fed: dict[str, Any] = {"argv": argv, "env": env}
+        if in_process_path is not None:
+            fed = {"main": in_process_path, "args": args, "env": env}
+        handed = forked.take(dumps(fed).encode("utf-8"))
+        if handed is None:
+            forked.discard()
     oom_before = oom_kills()
     started = time.monotonic()
     if handed is not None:
@@ -176,6 +199,7 @@ def main() -> int:
     kind = FLAVOURS.get(flavour)
     preloaded = modules is not None or kind is not None
     warm = None
+    forked = None
     if preloaded:
         if kind is not None and hardened:
             warm = start_warm(kind)
@@ -183,6 +207,8 @@ def main() -> int:
             pychild.preload(modules)
         else:
             pychild.freeze_heap()
+        if warm is None and hardened:
+            forked = fork_ahead()
         send_frame(b"P")
     try:
         job = read_job()
@@ -190,7 +216,7 @@ def main() -> int:
             return 0
         if not hardened:
             raise RuntimeError("the agent could not make itself unreachable (prctl)")
-        run_job(job, preloaded, warm)
+        run_job(job, preloaded, warm, forked)
     except BrokenPipeError:
         return 1
     except Exception as exc:

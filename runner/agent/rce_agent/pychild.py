@@ -259,6 +259,49 @@ def run(path: str, args: list[str], env: Mapping[str, str]) -> None:
     _finalize_and_exit(status, module.__dict__, by_sigint)
 
 
+def run_fed(fd: int, env: Mapping[str, str]) -> None:
+    """Read a job (JSON) from ``fd`` to EOF and become its program; never returns.
+
+    ``{"main": path, "args": [...]}`` runs a Python program in this process as ``run``
+    does, with the job's ``"env"`` when it has one, else ``env``. ``{"argv": [...],
+    "env": {...}}`` (a forked agent's child only) execs ``argv`` as ``supervise.spawn``
+    does. No job (EOF at once: the agent discarded this child) exits with 0. ``fd``
+    is closed, or, when it is 0, replaced by ``/dev/null``, every program's stdin.
+    """
+    from rce_agent.wire import loads
+
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    if fd == 0:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    else:
+        os.close(fd)
+    if not chunks:
+        os._exit(0)
+    job = loads(b"".join(chunks).decode("utf-8"))
+    job_env = job.get("env", env)
+    if "argv" in job:
+        _exec(job["argv"], job_env)
+    run(str(job["main"]), [str(a) for a in job["args"]], job_env)
+
+
+def _exec(argv: list[str], env: Mapping[str, str]) -> None:
+    """Exec ``argv`` as ``supervise.spawn``'s child does (SIGPIPE and SIGXFSZ back to
+    their defaults, which Python ignores); on failure say so and exit 127."""
+    try:
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        os.execvpe(argv[0], list(argv), dict(env))  # noqa: S606 - argv, no shell
+    except BaseException as exc:
+        try:
+            os.write(2, f"rce: cannot start {argv[0]}: {exc!r}\n".encode())
+        finally:
+            os._exit(127)
+
+
 def preload(modules: tuple[str, ...]) -> None:
     """Import ``modules`` (the heavy data libraries) before the job arrives (warm pool).
 

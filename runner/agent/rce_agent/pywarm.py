@@ -45,17 +45,10 @@ def _preload_quietly() -> None:
 
 def main() -> None:
     """Preload, say ready, read the job to EOF, run it as ``__main__``; never returns."""
-    import json
-
     _preload_quietly()
     fd = os.open(sys.argv[1], os.O_RDONLY)
     os.write(1, READY)
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    os.close(fd)
-    job = json.loads(b"".join(chunks))
-    pychild.run(str(job["main"]), [str(a) for a in job["args"]], dict(os.environ))
+    pychild.run_fed(fd, dict(os.environ))
 
 
 main()

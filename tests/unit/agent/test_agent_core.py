@@ -16,7 +16,7 @@ import pytest
 from rce_agent import pychild, wire
 from rce_agent.main import linger_seconds
 from rce_agent.restore import restore, safe_relative
-from rce_agent.supervise import Reaper, exit_code_of, linger, spawn, supervise
+from rce_agent.supervise import Forked, Reaper, exit_code_of, linger, spawn, supervise
 
 from runner.base import Language, Limits, RunRequest
 from runner.protocol import ChunkedSink, ReplyReader, encode_job_header
@@ -155,6 +155,134 @@ class TestSupervise:
     def test_a_signal_is_128_plus_its_number(self) -> None:
         code, _, _, _ = self.run(["sh", "-c", "kill -9 $$"])
         assert code == 137
+
+
+def supervised(pid: int, out_r: int, err_r: int, reaper: Reaper) -> tuple[int, bytes, bytes]:
+    outcome = supervise(pid, out_r, err_r, 10.0, 100_000, reaper)
+    return exit_code_of(outcome.status), bytes(outcome.stdout.data), bytes(outcome.stderr.data)
+
+
+#: Runs in a fresh interpreter (the forked child runs Python in the process that
+#: forked it): forks a ``Forked``, hands it a Python job, prints what came back.
+FORKED_PYTHON = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from rce_agent import wire
+from rce_agent.supervise import Forked, Reaper, exit_code_of, supervise
+main, work = sys.argv[2], sys.argv[3]
+child = Forked.start(dict(os.environ), work)
+reaper = Reaper()
+job = {"main": main, "args": ["a", "b c"], "env": {"PATH": os.environ["PATH"], "X": "y"}}
+pid, out_r, err_r = child.take(wire.dumps(job).encode())
+outcome = supervise(pid, out_r, err_r, 10.0, 100_000, reaper)
+print(json.dumps([child.pid, pid, exit_code_of(outcome.status),
+                  bytes(outcome.stdout.data).decode(), bytes(outcome.stderr.data).decode()]))
+"""
+
+
+def run_forked(main: Path, work: Path) -> tuple[int, int, int, str, str]:
+    """``FORKED_PYTHON`` on ``main``: (forked pid, program pid, exit code, out, err)."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_PYTHON, AGENT_ROOT, str(main), str(work)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    forked_pid, pid, code, out, err = json.loads(done.stdout)
+    return forked_pid, pid, code, out, err
+
+
+class TestForked:
+    """The child of the next job, forked before the job (``supervise.Forked``)."""
+
+    def exec_job(self, argv: list[str], **env: str) -> bytes:
+        return wire.dumps({"argv": argv, "env": {"PATH": os.environ["PATH"], **env}}).encode()
+
+    def test_an_exec_job_runs_as_a_spawned_child(self, tmp_path: Path) -> None:
+        reaper = Reaper()
+        try:
+            child = Forked.start(dict(os.environ), str(tmp_path))
+            handed = child.take(self.exec_job(["sh", "-c", 'echo "$X $(pwd)"; cat; exit 7'], X="y"))
+            assert handed is not None and handed[0] == child.pid
+            got = supervised(*handed, reaper)
+        finally:
+            reaper.close()
+        assert got == (7, f"y {tmp_path}\n".encode(), b"")  # cat read /dev/null
+
+    def test_only_stdio_is_inherited(self) -> None:
+        reaper = Reaper()
+        try:
+            child = Forked.start(dict(os.environ), "/")
+            handed = child.take(self.exec_job(["ls", "/proc/self/fd"]))
+            assert handed is not None
+            _, out, _ = supervised(*handed, reaper)
+        finally:
+            reaper.close()
+        assert sorted(int(n) for n in out.split()) == [0, 1, 2, 3]  # 3: ls's own dir fd
+
+    def test_a_missing_program_is_127_as_spawned(self) -> None:
+        reaper = Reaper()
+        try:
+            child = Forked.start(dict(os.environ), "/")
+            handed = child.take(self.exec_job(["no-such-program-rce"]))
+            assert handed is not None
+            code, _, err = supervised(*handed, reaper)
+        finally:
+            reaper.close()
+        assert code == 127 and err.startswith(b"rce: cannot start no-such-program-rce: ")
+
+    def test_a_python_job_runs_in_the_forked_child_as_its_main_module(self, tmp_path: Path) -> None:
+        main = tmp_path / "main.py"
+        main.write_text(
+            "import json, os, sys\n"
+            "print(json.dumps([__name__, sys.argv, os.getcwd(), sys.stdin.read(),"
+            " os.environ['X'], os.getpid()]))\n"
+            "sys.exit(3)\n"
+        )
+        forked_pid, pid, code, out, err = run_forked(main, tmp_path)
+        assert (pid, code, err) == (forked_pid, 3, "")
+        assert json.loads(out) == [
+            "__main__",
+            [str(main), "a", "b c"],
+            str(tmp_path),
+            "",  # stdin is /dev/null, not the pipe the job came through
+            "y",  # the job's environment
+            forked_pid,
+        ]
+
+    def test_a_python_job_has_the_recursion_depth_of_a_cold_run(self, tmp_path: Path) -> None:
+        main = tmp_path / "main.py"
+        main.write_text("def f(n):\n    return f(n + 1)\n\nf(0)\n")
+        cold = subprocess.run(
+            [sys.executable, str(main), "a", "b c"], capture_output=True, text=True, timeout=60
+        )
+        _, _, code, _, err = run_forked(main, tmp_path)
+        assert "RecursionError" in err and "more times]" in err
+        assert (code, err) == (cold.returncode, cold.stderr)
+
+    def test_a_discarded_child_is_killed_and_left_to_the_reaping(self) -> None:
+        child = Forked.start(dict(os.environ), "/")
+        child.discard()
+        pid, status = os.waitpid(child.pid, 0)
+        assert pid == child.pid and os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
+        assert child.out_r == child.err_r == child.job_w == -1
+
+    def test_a_job_bigger_than_the_pipe_or_a_gone_child_is_declined(self) -> None:
+        child = Forked.start(dict(os.environ), "/")
+        assert child.take(b" " * (16 << 20)) is None
+        os.kill(child.pid, 9)
+        os.waitpid(child.pid, 0)
+        assert child.take(self.exec_job(["true"])) is None
+        child.discard()
+
+    def test_no_job_ends_the_child_with_0(self) -> None:
+        child = Forked.start(dict(os.environ), "/")
+        os.close(child.job_w)  # the agent went away without a job
+        _, status = os.waitpid(child.pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        os.close(child.out_r)
+        os.close(child.err_r)
 
 
 def test_harden_makes_the_agent_non_dumpable() -> None:
