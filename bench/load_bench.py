@@ -39,15 +39,15 @@ their own slices:
    of the same image with the sandbox's own limits and hardening
    (``runner._docker_config.host_config``) running the same code, in each
    concurrency slice and the sustained one, for as long. rce's concurrent throughput is reported as
-   a share of it (for ``pandas`` this is the ceiling of preparing a data sandbox:
-   a container that imports the libraries and runs the code); its CPU per lifecycle
+   a share of it (for ``pandas``, a bare container that imports pandas and runs the
+   groupby: reported, not a target; the data target is step 7's); its CPU per lifecycle
    beside rce's CPU per exec gives the **CPU share**: the share of the ceiling's rate
    rce would hold on a machine whose cores are the limit, once its pools are spent
    (a slice of ``--conc-seconds`` is partly served by sandboxes prepared before it);
 7. **data sandbox preparation**: rce's own runner prepares warm data sandboxes
    (create, attach, start, the agent's READY once the data libraries are imported,
    remove) with 4 clients, in a slice as long as each 4-client slice: the rate the
-   machine prepares data sandboxes at, which data execs are also reported against;
+   machine prepares data sandboxes at: the ceiling the targets hold data execs to;
 8. **prepare**: the time to prepare one warm light and one warm data sandbox, and
    a cold start of each workload (what an exec finding an empty pool weighs
    against waiting for a sandbox being prepared).
@@ -486,13 +486,23 @@ def targets(rep: dict[str, Any], conc: list[int]) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
 
     def row(
-        label: str, value: float | None, limit: float, *, at_most: bool = True, fmt: str = "{:.2f}"
+        label: str,
+        value: float | None,
+        limit: float,
+        *,
+        at_most: bool = True,
+        fmt: str = "{:.2f}",
+        reported: bool = False,
     ) -> None:
+        """One target; ``reported``: a figure printed beside the targets, not one."""
         if value is None:
             rows.append((label, "n/a", "n/a"))
             return
         ok = value <= limit if at_most else value >= limit
-        rows.append((label, fmt.format(value), "PASS" if ok else "MISS"))
+        verdict = "PASS" if ok else "MISS"
+        if reported:
+            verdict = f"reported ({'above' if ok else 'below'} {limit})"
+        rows.append((label, fmt.format(value), verdict))
 
     hello, pandas = rce["hello"], rce["pandas"]
     bare_hello, bare_pandas = base["hello"]["bare"], base["pandas"]["bare"]
@@ -516,11 +526,14 @@ def targets(rep: dict[str, Any], conc: list[int]) -> list[tuple[str, str, str]]:
                 got, ceiling = rce[wname][slice_name], base[wname][slice_name]
                 name = f"c4 {wname}" if slice_name == "c4" else f"sustained c4 {wname}"
                 lasted = "" if slice_name == "c4" else f" ({got['seconds']:.0f} s)"
+                # Data execs have their target against the rate data sandboxes are
+                # prepared at (below); a bare pandas container is reported beside it.
                 row(
                     f"{name}{lasted} execs/s / ceiling >= 0.95",
                     _ratio(got["per_s"], ceiling["per_s"]),
                     0.95,
                     at_most=False,
+                    reported=wname == "pandas",
                 )
                 row(f"{name} errors = 0", float(got["errors"]), 0, fmt="{:.0f}")
         for slice_name, c in base.get("data_prepare", {}).items():

@@ -199,12 +199,13 @@ class Settings(BaseSettings):
         "loaded javac). With RCE_POOL_SIZE > 0 this pool exists anyway and grows with the "
         "rate of java requests.",
     )
-    pool_memory_budget_mb: float = Field(
-        2048.0,
+    pool_memory_budget_mb: float | None = Field(
+        None,
         description="Host memory (MB) the warm pools may hold in all when they grow with "
         "the request rate, their configured sizes included (light ~15 MB, data ~110 MB, "
-        "r ~55 MB, node ~30 MB, java ~55 MB each; the configured sizes are kept even "
-        "beyond it).",
+        "r ~55 MB, node ~30 MB, java ~55 MB each, 16-28 MB more under gVisor; the "
+        "configured sizes are kept even beyond it). Default: 2048 under runc, 3452 under "
+        "gVisor (the same sandboxes, each with its Sentry).",
     )
     pool_parallel_fills: int = Field(
         4, description="Warm sandboxes prepared at once, per pool, when the rate needs it."
@@ -291,7 +292,7 @@ class Settings(BaseSettings):
             raise ValueError("RCE_POOL_DATA_SIZE must be >= 0")
         if min(self.pool_r_size, self.pool_node_size, self.pool_java_size) < 0:
             raise ValueError("RCE_POOL_R_SIZE, _NODE_SIZE and _JAVA_SIZE must be >= 0")
-        if self.pool_memory_budget_mb < 0:
+        if self.pool_memory_budget_mb is not None and self.pool_memory_budget_mb < 0:
             raise ValueError("RCE_POOL_MEMORY_BUDGET_MB must be >= 0")
         self._check_load_bounds()
         self.engines()

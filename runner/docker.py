@@ -126,6 +126,16 @@ GVISOR_EXTRA_MB = {
 }
 
 
+def default_pool_budget_mb(runtime: str | None) -> float:
+    """The pools' memory budget when none is configured: ``DEFAULT_POOL_BUDGET_MB``,
+    plus under gVisor the Sentries of the sandboxes it is sized for (3452 MB), so a
+    gVisor host keeps as many sandboxes ready for a burst as a runc one."""
+    if not cfg.is_gvisor(runtime):
+        return DEFAULT_POOL_BUDGET_MB
+    extra = sum(n * GVISOR_EXTRA_MB[flavour] for flavour, n in BUDGET_SIZED_FOR.items())
+    return DEFAULT_POOL_BUDGET_MB + extra
+
+
 def entry_mb(flavour: cfg.Flavour, runtime: str | None) -> float:
     """Host memory one ready container of ``flavour`` holds under ``runtime`` (MB): what
     the pools' memory budget counts it as."""
@@ -143,8 +153,13 @@ def entry_mb(flavour: cfg.Flavour, runtime: str | None) -> float:
 #: of CPU per whole lifecycle, measured with the engine alone); its container exits
 #: after the reply, and its removal first waits for that exit.
 LINGER_S = MAX_DELAY_S + 10.0
-#: Memory all warm containers may hold together, the floors included (README, "Budget").
+#: Memory all warm containers may hold together under runc, the floors included
+#: (README, "Budget"): a burst of 60 light execs needs 72 ready light sandboxes beside
+#: the two data floors, with room for the data pool to grow to about 9.
 DEFAULT_POOL_BUDGET_MB = 2048.0
+#: The sandboxes the default budget is sized for, as the README's "Budget" says:
+#: under gVisor it holds as many, each with its Sentry (``GVISOR_EXTRA_MB``).
+BUDGET_SIZED_FOR = {cfg.Flavour.LIGHT: 72, cfg.Flavour.DATA: 9}
 #: Preparation time assumed until the pool measured one (seconds; medians measured
 #: with runc on a busy 2-core machine).
 _PREPARE_PRIOR_S = {
@@ -228,7 +243,7 @@ class DockerSandbox:
         max_run_timeout_s: float = 300.0,
         labels: Mapping[str, str] | None = None,
         cold_flavour: cfg.Flavour | None = cfg.Flavour.LIGHT,
-        pool_budget_mb: float = DEFAULT_POOL_BUDGET_MB,
+        pool_budget_mb: float | None = None,
         pool_parallel_fills: int = MAX_PARALLEL_FILLS,
         language_pools: bool = True,
     ) -> None:
@@ -248,7 +263,8 @@ class DockerSandbox:
 
         The pool sizes are floors: each pool grows with the rate of the requests it
         serves (``runner.pool_sizing``) while all the warm containers above the
-        floors fit ``pool_budget_mb``, preparing up to ``pool_parallel_fills`` at once.
+        floors fit ``pool_budget_mb`` (default: ``default_pool_budget_mb``), preparing up
+        to ``pool_parallel_fills`` at once.
         """
         self.image = image
         self.gpu = gpu
@@ -275,7 +291,9 @@ class DockerSandbox:
             ("pool_hits", "pool_misses", "containers_started", "container_failures"), 0
         )
         self._pool_max_idle_s = pool_max_idle_s
-        self._pool_budget_mb = pool_budget_mb
+        self._pool_budget_mb = (
+            default_pool_budget_mb(runtime) if pool_budget_mb is None else pool_budget_mb
+        )
         self._pool_parallel = max(1, pool_parallel_fills)
         #: Measured run time by (wanted flavour, how it was served): what waiting for
         #: a container still being prepared is weighed against.
@@ -331,7 +349,7 @@ class DockerSandbox:
         client: ClientSource | None = None,
         max_run_timeout_s: float = 300.0,
         labels: Mapping[str, str] | None = None,
-        pool_budget_mb: float = DEFAULT_POOL_BUDGET_MB,
+        pool_budget_mb: float | None = None,
         pool_parallel_fills: int = MAX_PARALLEL_FILLS,
     ) -> DockerSandbox:
         """The sandbox the service runs: its warm pools keyed by the configured ``limits``."""

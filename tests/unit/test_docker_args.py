@@ -603,6 +603,40 @@ class TestEntryMemory:
             box.close()
 
 
+class TestDefaultBudget:
+    """With no budget configured, a gVisor host keeps as many sandboxes ready as a
+    runc one: the default adds the Sentries of those the default is sized for."""
+
+    def test_runc_keeps_the_documented_default(self) -> None:
+        from runner.docker import DEFAULT_POOL_BUDGET_MB, default_pool_budget_mb
+
+        assert default_pool_budget_mb(None) == default_pool_budget_mb("runc") == 2048.0
+        assert DEFAULT_POOL_BUDGET_MB == 2048.0
+
+    def test_gvisor_adds_the_sentries_of_the_same_sandboxes(self) -> None:
+        from runner.docker import BUDGET_SIZED_FOR, default_pool_budget_mb, entry_mb
+
+        runc = sum(n * entry_mb(f, None) for f, n in BUDGET_SIZED_FOR.items())
+        gvisor = sum(n * entry_mb(f, "runsc") for f, n in BUDGET_SIZED_FOR.items())
+        assert default_pool_budget_mb("runsc") - default_pool_budget_mb(None) == gvisor - runc
+        assert default_pool_budget_mb("runsc") == default_pool_budget_mb("runsc-net") == 3452.0
+
+    @pytest.mark.parametrize(("runtime", "budget"), [("runc", 2048), ("runsc", 3452)])
+    def test_a_sandbox_without_a_budget_takes_its_runtimes_default(
+        self, runtime: str, budget: int
+    ) -> None:
+        from runner.docker import DockerSandbox
+
+        def unused() -> None:
+            raise AssertionError("no engine call expected")
+
+        # None explicitly: the test plugin gives other sandboxes a budget of 0.
+        box = DockerSandbox(unused, image="img", runtime=runtime, pool_budget_mb=None)  # type: ignore[arg-type]
+        assert box.stats()["pool_budget_mb"] == budget
+        configured = DockerSandbox(unused, image="img", runtime=runtime, pool_budget_mb=100)  # type: ignore[arg-type]
+        assert configured.stats()["pool_budget_mb"] == 100
+
+
 @pytest.mark.parametrize(
     ("url", "reads_environment"),
     [("unix:///var/run/no-such-docker.sock", False), ("tcp://127.0.0.1:2375", True)],
