@@ -107,6 +107,14 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def busy_cpu_s() -> float:
+    """The machine's busy CPU seconds so far (``/proc/stat``: all but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def docker_server_version() -> str:
     """The Docker engine's version, or why it is unknown."""
     try:

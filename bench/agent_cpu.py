@@ -19,6 +19,15 @@ the process and everything it forked):
 The agent's share of an exec is the difference between the light hello and the bare
 print. Runs inside one container, so container creation and the engine are not in
 these figures (``load_bench.py`` has the whole machine's CPU per exec).
+
+    uv run python bench/agent_cpu.py --runtime runsc --runs 5 --rounds 3
+
+With ``--runtime``, each case runs as a container of its own under that runtime
+instead (``docker run --rm``, the same hardening), ``--runs`` times back to back,
+in ``--rounds`` interleaved rounds, and the figure is the machine's busy CPU per
+container (``/proc/stat``; median of the rounds): the whole lifecycle, the engine
+and, under gVisor, its Sentry and Gofer, whose work ``getrusage`` inside the sandbox
+does not see. Its difference to the bare print container is the agent's share.
 """
 
 from __future__ import annotations
@@ -27,9 +36,10 @@ import argparse
 import base64
 import json
 import os
+import statistics
 import subprocess
 
-from _common import DEFAULT_IMAGE, write_json
+from _common import DEFAULT_IMAGE, busy_cpu_s, write_json
 
 from runner import _docker_config as cfg
 from runner.base import Language, RunRequest
@@ -84,9 +94,12 @@ def cases() -> list[dict[str, object]]:
     ]
 
 
-def measure(image: str, runs: int) -> dict[str, float]:
-    argv = [
+def docker_run(runtime: str | None = None) -> list[str]:
+    """``docker run`` of a sandbox-like container (the image's user, tmpfs layout, no
+    network), before the image name."""
+    return [
         "docker", "run", "--rm", "-i", "--network", "none",
+        *(["--runtime", runtime] if runtime else []),
         "--user", cfg.SANDBOX_USER,
         "--read-only",
         "--tmpfs", f"{cfg.WORKDIR}:uid=1000,gid=1000,mode=0755",
@@ -94,8 +107,33 @@ def measure(image: str, runs: int) -> dict[str, float]:
         "--tmpfs", f"{cfg.BUILD_DIR}:uid=1000,gid=1000,mode=0700,exec",
         "--workdir", cfg.WORKDIR,
         "--label", "org.rce.agent-cpu=1",
-        image, "python3", "-c", DRIVER, str(runs),
     ]  # fmt: skip
+
+
+def measure_containers(image: str, runtime: str, runs: int, rounds: int) -> dict[str, float]:
+    """Each case as a container of its own under ``runtime``: the machine's busy CPU
+    per container, in ms (median of ``rounds`` interleaved rounds of ``runs``)."""
+    got: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for case in cases():
+            env_map, command = case["env"], case["argv"]
+            assert isinstance(env_map, dict) and isinstance(command, list)
+            env = [f"--env={k}={v}" for k, v in env_map.items()]
+            argv = [*docker_run(runtime), *env, image, *command]
+            stdin = base64.b64decode(str(case["stdin"]))
+            before = busy_cpu_s()
+            for _ in range(runs):
+                done = subprocess.run(argv, input=stdin, capture_output=True, check=False)
+                if done.returncode != 0:
+                    raise SystemExit(
+                        f"{case['name']}: exit {done.returncode}: {done.stderr[-500:]!r}"
+                    )
+            got.setdefault(str(case["name"]), []).append((busy_cpu_s() - before) * 1000 / runs)
+    return {name: round(statistics.median(values), 1) for name, values in got.items()}
+
+
+def measure(image: str, runs: int) -> dict[str, float]:
+    argv = [*docker_run(), image, "python3", "-c", DRIVER, str(runs)]
     proc = subprocess.run(
         argv, input=json.dumps(cases()), capture_output=True, text=True, check=False
     )
@@ -109,17 +147,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--image", default=os.environ.get("RCE_IMAGE_NAME") or DEFAULT_IMAGE)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--runtime", default=None, help="one container per case, under it")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    result = measure(args.image, args.runs)
+    if args.runtime:
+        result = measure_containers(args.image, args.runtime, args.runs, args.rounds)
+        what = f"machine CPU per container under {args.runtime}"
+    else:
+        result = measure(args.image, args.runs)
+        what = "CPU per process"
     bare = result["python3 -c 'print(2+2)'"]
-    print(f"CPU per process in {args.image}, {args.runs} runs each (ms):\n")
+    print(f"{what} in {args.image}, {args.runs} runs each (ms):\n")
     print("| process | CPU ms | beside python3 -c 'print(2+2)' |")
     print("|---|---|---|")
     for name, value in result.items():
         print(f"| {name} | {value} | {value - bare:+.2f} |")
     if args.json:
-        write_json(args.json, {"image": args.image, "runs": args.runs, "cpu_ms": result})
+        write_json(
+            args.json,
+            {"image": args.image, "runtime": args.runtime, "runs": args.runs, "cpu_ms": result},
+        )
     return 0
 
 

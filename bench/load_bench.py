@@ -76,6 +76,7 @@ from _common import (
     MiB,
     RceClient,
     RssSampler,
+    busy_cpu_s,
     containers_with_label,
     error_kind,
     expect_stdout,
@@ -106,14 +107,6 @@ SUSTAINED_CLIENTS = 4
 
 
 # --- rce slices ----------------------------------------------------------------------
-
-
-def busy_cpu_s() -> float:
-    """The machine's busy CPU seconds so far (``/proc/stat``: all but idle and iowait)."""
-    with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 #: The machine is quiet when its busy CPU over ``QUIET_SAMPLE_S`` is below this share
