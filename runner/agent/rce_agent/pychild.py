@@ -264,9 +264,9 @@ def run_fed(fd: int, env: Mapping[str, str]) -> None:
 
     ``{"main": path, "args": [...]}`` runs a Python program in this process as ``run``
     does, with the job's ``"env"`` when it has one, else ``env``. ``{"argv": [...],
-    "env": {...}}`` (a forked agent's child only) execs ``argv`` as ``supervise.spawn``
-    does. No job (EOF at once: the agent discarded this child) exits with 0. ``fd``
-    is closed, or, when it is 0, replaced by ``/dev/null``, every program's stdin.
+    "env": {...}}`` (a forked agent's child only) execs ``argv`` (``exec_program``).
+    No job (EOF at once: the agent discarded this child) exits with 0. ``fd`` is
+    closed, or, when it is 0, replaced by ``/dev/null``, every program's stdin.
     """
     from rce_agent.wire import loads
 
@@ -284,22 +284,29 @@ def run_fed(fd: int, env: Mapping[str, str]) -> None:
     job = loads(b"".join(chunks).decode("utf-8"))
     job_env = job.get("env", env)
     if "argv" in job:
-        _exec(job["argv"], job_env)
+        exec_program(job["argv"], job_env)
     run(str(job["main"]), [str(a) for a in job["args"]], job_env)
 
 
-def _exec(argv: list[str], env: Mapping[str, str]) -> None:
-    """Exec ``argv`` as ``supervise.spawn``'s child does (SIGPIPE and SIGXFSZ back to
-    their defaults, which Python ignores); on failure say so and exit 127."""
+def exec_program(argv: list[str], env: Mapping[str, str]) -> None:
+    """Become ``argv`` (looked up on ``env``'s PATH), with the default SIGPIPE and
+    SIGXFSZ (Python ignores them, and exec would keep that); on failure say so on
+    stderr and exit 127. Never returns. What every exec'ed program's child does
+    (``supervise.spawn``, and a child forked before the job, ``run_fed``)."""
     try:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         os.execvpe(argv[0], list(argv), dict(env))  # noqa: S606 - argv, no shell
     except BaseException as exc:
-        try:
-            os.write(2, f"rce: cannot start {argv[0]}: {exc!r}\n".encode())
-        finally:
-            os._exit(127)
+        cannot_start(argv[0], exc)
+
+
+def cannot_start(name: str, exc: BaseException) -> None:
+    """Say on stderr that ``name`` could not start, and exit 127 (what a shell does)."""
+    try:
+        os.write(2, f"rce: cannot start {name}: {exc!r}\n".encode())
+    finally:
+        os._exit(127)
 
 
 def preload(modules: tuple[str, ...]) -> None:

@@ -19,6 +19,8 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from rce_agent.pychild import BASE_ORIG_ARGV0, cannot_start, exec_program, run_fed
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the agent never imports typing (rce_agent/__init__.py)
     import signal
@@ -81,14 +83,11 @@ def oom_kills() -> int | None:
     return None
 
 
-def child_setup(
-    out_w: int, err_w: int, cwd: str, *, will_exec: bool, stdin: int | None = None
-) -> None:
+def child_setup(out_w: int, err_w: int, cwd: str, *, stdin: int | None = None) -> None:
     """In the forked child: new session, stdio on the pipes and nothing else, cwd,
     the agent's SIGCHLD handling undone, OOM victim first. Stdin is ``/dev/null``, or
-    ``stdin`` when given. A child that will exec
-    also gets the default SIGPIPE and SIGXFSZ (Python ignores them; exec keeps that);
-    one that runs Python in-process keeps Python's own dispositions."""
+    ``stdin`` when given. Python's own signal dispositions stay (a child that execs
+    resets them, ``pychild.exec_program``)."""
     os.setsid()
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull if stdin is None else stdin, 0)
@@ -98,9 +97,6 @@ def child_setup(
     os.chdir(cwd)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
-    if will_exec:
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
     try:
         with open("/proc/self/oom_score_adj", "w", encoding="ascii") as fh:
             fh.write("1000")
@@ -129,15 +125,12 @@ def spawn(
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
-            child_setup(out_w, err_w, cwd, will_exec=in_process is None, stdin=stdin)
+            child_setup(out_w, err_w, cwd, stdin=stdin)
             if in_process is not None:
                 in_process()
-            os.execvpe(argv[0], list(argv), dict(env))  # noqa: S606 - argv, no shell
         except BaseException as exc:
-            try:
-                os.write(2, f"rce: cannot start {argv[0]}: {exc!r}\n".encode())
-            finally:
-                os._exit(127)
+            cannot_start(argv[0], exc)
+        exec_program(list(argv), env)
     os.close(out_w)
     os.close(err_w)
     return pid, out_r, err_r
@@ -168,8 +161,6 @@ class Forked:
         recursion limit that no frame shows, and ``pychild.run`` gives the program the
         depth a cold one has by counting the frames below it.
         """
-        from rce_agent.pychild import BASE_ORIG_ARGV0, run_fed
-
         job_r, job_w = os.pipe2(os.O_CLOEXEC)
         start_env = dict(env)
 
