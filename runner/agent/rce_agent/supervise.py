@@ -34,7 +34,8 @@ DRAIN_AFTER_EXIT_S = 2.0
 PR_SET_DUMPABLE = 4
 PR_GET_DUMPABLE = 3
 _MAX_FD = 65536
-_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+#: fcntl's command for a pipe's capacity (Linux; named by Python 3.10 and later).
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 
 def harden() -> bool:
@@ -183,7 +184,7 @@ class Forked:
         try:
             if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
                 return None
-            room = fcntl.fcntl(self.job_w, _F_GETPIPE_SZ)
+            room = fcntl.fcntl(self.job_w, F_GETPIPE_SZ)
         except OSError:
             return None
         if len(job) > room:

@@ -65,7 +65,7 @@ from rce_agent import pychild
 from rce_agent.langs.base import Record, WarmRun
 from rce_agent.langs.interpreted import node
 from rce_agent.langs.java import jvm_flags
-from rce_agent.supervise import spawn
+from rce_agent.supervise import F_GETPIPE_SZ, spawn
 from rce_agent.wire import READY, dumps
 
 TYPE_CHECKING = False
@@ -87,7 +87,6 @@ R_STARTUP_FILES = (".Rprofile", ".Renviron")
 #: The pipe buffer asked for the FIFO (the unprivileged maximum by default).
 FIFO_BYTES = 1024 * 1024
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 _NODE_BOOT = """'use strict';
 // rce: a warm node waiting for its job (rce_agent.warm). Preloaded by -r; once the
@@ -360,7 +359,7 @@ class WarmChild:
         if feed is None:
             return None
         try:
-            room = fcntl.fcntl(self.fifo_fd, _F_GETPIPE_SZ)
+            room = fcntl.fcntl(self.fifo_fd, F_GETPIPE_SZ)
         except OSError:
             room = 65536
         if len(feed) > room:
