@@ -9,13 +9,17 @@ target per flavour:
 - ``want = ceil(HEADROOM × rate × prepare_s + BURST_HEADROOM × shortfall)``, at
   least the flavour's floor (its ``RCE_POOL_SIZE`` / ``RCE_POOL_DATA_SIZE``, always
   honoured). ``shortfall`` is the size of a recent burst the pool could not serve
-  from stock: the most requests within ``SHORTFALL_WINDOW_S`` while one of them
-  had found the pool empty, remembered for about ``SHORTFALL_MEMORY_S``
-  (``ShortfallMeter``). A burst faster than the host can prepare sandboxes drains
-  any pool sized from the rate alone, and refills step aside while requests are
-  served (``runner.activity``) until the stock falls to the arrivals of one
-  preparation; holding the whole of the last burst and that reserve serves the next
-  one from stock, with no refill competing with it;
+  from stock: the requests of a streak (from ``SHORTFALL_WINDOW_S`` before its
+  first request that found the pool empty, for as long as such requests recur
+  within ``SHORTFALL_WINDOW_S`` of each other, at most ``STREAK_MAX_S`` of them),
+  remembered for about ``SHORTFALL_MEMORY_S`` (``ShortfallMeter``). A streak, not a
+  fixed window: a burst slowed by its own waits spreads over more than the window,
+  and the same burst served from stock comes in a fraction of it. A burst faster
+  than the host can prepare sandboxes drains any pool sized from the rate alone,
+  and refills step aside while requests are served (``runner.activity``) until the
+  stock falls to the arrivals of one preparation; holding the whole of the last
+  burst and that reserve serves the next one from stock, with no refill competing
+  with it;
 - everything above the floors shares the memory budget: when the flavours want more
   than it holds, each gets its growth above the floor scaled down alike (the light
   flavour's share is rounded first, being the cheap one);
@@ -30,6 +34,7 @@ Nothing here reads a clock or touches an engine: callers pass the time in.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -45,8 +50,11 @@ LONG_TAU_S = 60.0
 #: below which refills no longer step aside (about a preparation's arrivals: 6-10 at
 #: 30-50 execs/s and 0.2 s preparations, a sixth of a 60-exec burst).
 BURST_HEADROOM = 1.2
-#: Window over which the requests of a burst are counted.
+#: Requests this long before a streak's first miss count with it, and a streak goes
+#: on while misses recur within this long of each other.
 SHORTFALL_WINDOW_S = 10.0
+#: A streak counts the requests of at most its last this many seconds.
+STREAK_MAX_S = 60.0
 #: Most requests of one window counted (beyond any pool a budget allows).
 MAX_BURST_EVENTS = 10_000
 #: Time constant of the memory of the largest shortfall (seconds).
@@ -165,24 +173,30 @@ class RateMeter:
 
 
 class ShortfallMeter:
-    """The most requests within ``SHORTFALL_WINDOW_S`` while one of them found the
-    pool empty (the whole burst: the requests served from stock before and after the
-    misses too), decaying with ``SHORTFALL_MEMORY_S``."""
+    """The most requests of one streak, decaying with ``SHORTFALL_MEMORY_S``.
 
-    __slots__ = ("_at", "_events", "_missed_at", "_peak")
+    A streak starts at a request that found the pool empty and counts every request
+    from ``SHORTFALL_WINDOW_S`` before it (the burst's requests served from stock
+    before the miss); it goes on while misses recur within ``SHORTFALL_WINDOW_S``
+    of each other, and counts the requests of its last ``STREAK_MAX_S`` at most.
+    So a burst slowed by waiting for sandboxes counts whole, however long it took.
+    """
+
+    __slots__ = ("_at", "_events", "_missed_at", "_peak", "_streak_from")
 
     def __init__(self) -> None:
         self._events: deque[float] = deque(maxlen=MAX_BURST_EVENTS)
         self._peak = 0.0
         self._at: float | None = None
         self._missed_at = float("-inf")
+        self._streak_from = float("-inf")
 
     def _decay(self, now: float) -> None:
         if self._at is not None and now > self._at:
             self._peak *= math.exp(-(now - self._at) / SHORTFALL_MEMORY_S)
         if self._at is None or now > self._at:
             self._at = now
-        cutoff = now - SHORTFALL_WINDOW_S
+        cutoff = now - max(STREAK_MAX_S, SHORTFALL_WINDOW_S)
         while self._events and self._events[0] < cutoff:
             self._events.popleft()
 
@@ -191,9 +205,13 @@ class ShortfallMeter:
         self._decay(now)
         self._events.append(now)
         if missed:
+            if now - self._missed_at > SHORTFALL_WINDOW_S:
+                self._streak_from = now - SHORTFALL_WINDOW_S
             self._missed_at = now
         if now - self._missed_at <= SHORTFALL_WINDOW_S:
-            self._peak = max(self._peak, float(len(self._events)))
+            since = max(self._streak_from, now - STREAK_MAX_S)
+            count = len(self._events) - bisect.bisect_left(self._events, since)
+            self._peak = max(self._peak, float(count))
 
     def value(self, now: float) -> float:
         """The estimate at ``now``."""

@@ -169,6 +169,34 @@ class TestBurstShortfall:
             meter.record(200.0 + i * 0.01, missed=False)
         assert meter.value(202.0) == pytest.approx(60, rel=0.2)
 
+    def test_a_burst_slowed_by_its_waits_counts_whole(self) -> None:
+        # 60 requests over 18 s, every third finding the pool empty: a burst that
+        # waited for its sandboxes. Served from stock, the same burst takes 2 s.
+        meter = pool_sizing.ShortfallMeter()
+        for i in range(60):
+            meter.record(100.0 + i * 0.3, missed=i % 3 == 0)
+        assert pool_sizing.SHORTFALL_WINDOW_S < 18.0
+        assert meter.value(118.0) == pytest.approx(60, rel=0.01)
+
+    def test_a_streak_ends_when_misses_stop_recurring(self) -> None:
+        meter = pool_sizing.ShortfallMeter()
+        meter.record(100.0)
+        # One request a second for 30 s, all served from stock: the streak that the
+        # first miss started counts the window after it, not the 30 s.
+        for i in range(1, 31):
+            meter.record(100.0 + i, missed=False)
+        window = pool_sizing.SHORTFALL_WINDOW_S
+        assert meter.value(130.0) == pytest.approx(window + 1, abs=1.0)
+        # A new miss starts a new streak: the requests of the window before it.
+        meter.record(131.0)
+        assert meter.value(131.0) == pytest.approx(window + 1, abs=1.0)
+
+    def test_a_streak_counts_its_last_minute_at_most(self) -> None:
+        meter = pool_sizing.ShortfallMeter()
+        for i in range(1000):  # 10 a second for 100 s, every request short
+            meter.record(100.0 + i * 0.1)
+        assert meter.value(200.0) == pytest.approx(10 * pool_sizing.STREAK_MAX_S, rel=0.02)
+
     def test_requests_outside_the_window_do_not_count(self) -> None:
         meter = pool_sizing.ShortfallMeter()
         for i in range(20):
