@@ -71,7 +71,10 @@ def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
+    # uvicorn sets its loggers to INFO before the app starts: they follow
+    # RCE_LOG_LEVEL instead (at WARNING, no access line is formatted per request).
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers = []
+        logger.setLevel(logging.NOTSET)
         logger.propagate = True
