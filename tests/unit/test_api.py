@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 
 import pytest
@@ -360,3 +361,29 @@ class TestAnonymousKeyCaller:
         up = upload(client)
         sid, fid = up["session_id"], up["files"][0]["fileId"]
         assert client.delete(f"/files/{sid}/{fid}", headers=H).status_code == 200
+
+
+class TestDependencies:
+    def test_every_request_dependency_runs_on_the_event_loop(self) -> None:
+        # They do no I/O: a plain ``def`` would cost every request a hop to the
+        # thread pool and back for each of them.
+        from fastapi.dependencies.models import Dependant
+        from fastapi.routing import APIRoute
+
+        from handler.ptc_routes import build_ptc_router
+        from handler.routes import build_router
+        from handler.status import build_status_router
+
+        def walk(dependant: Dependant) -> Iterator[Dependant]:
+            for sub in dependant.dependencies:
+                yield sub
+                yield from walk(sub)
+
+        seen = 0
+        for router in (build_router(), build_ptc_router(), build_status_router("test")):
+            for route in router.routes:
+                assert isinstance(route, APIRoute)
+                for dep in walk(route.dependant):
+                    seen += 1
+                    assert inspect.iscoroutinefunction(dep.call), (route.path, dep.call)
+        assert seen >= 10
