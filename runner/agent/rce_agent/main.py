@@ -19,12 +19,13 @@ from rce_agent.supervise import (
     spawn,
     supervise,
 )
-from rce_agent.warm import FLAVOURS, WarmChild
 from rce_agent.wire import CHUNK, dumps, read_job, send_frame, send_json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the agent never imports typing (rce_agent/__init__.py)
     from typing import Any
+
+    from rce_agent.warm import WarmChild
 
 WORKDIR = "/mnt/data"
 #: The private, exec-able tmpfs where sources and build products live: outside the
@@ -56,6 +57,8 @@ def warm_dir() -> str:
 
 def start_warm(kind: str) -> WarmChild | None:
     """The warm interpreter of ``kind`` (before the job), or None when it cannot start."""
+    from rce_agent.warm import WarmChild  # not on a light sandbox's start
+
     try:
         return WarmChild.start(
             kind,
@@ -196,7 +199,7 @@ def main() -> int:
     pychild.seed_matplotlib_cache(os.environ)
     flavour = os.environ.get("RCE_AGENT_PRELOAD", "")
     modules = pychild.WARM_FLAVOURS.get(flavour)
-    kind = FLAVOURS.get(flavour)
+    kind = pychild.WARM_KINDS.get(flavour)
     preloaded = modules is not None or kind is not None
     warm = None
     forked = None

@@ -31,6 +31,9 @@ WARM_FLAVOURS: dict[str, tuple[str, ...]] = {
     "1": PRELOAD_MODULES,
     "light": (),
 }
+#: RCE_AGENT_PRELOAD values whose agent starts a waiting interpreter of this kind
+#: before the job (``rce_agent.warm``, imported by those agents only).
+WARM_KINDS = {"r": "r", "node": "node", "java": "java", "data": "python", "1": "python"}
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 #: matplotlib's font list, built into the image (images/cpu/layer.sh). A fresh sandbox
 #: has an empty cache folder, so without it the first ``import matplotlib.pyplot`` runs

@@ -61,6 +61,12 @@ def test_every_sandbox_start_stays_off_re_enum_and_json() -> None:
     assert not got & set(EVERY_SANDBOX), sorted(got & set(EVERY_SANDBOX))
 
 
+def test_a_light_sandbox_start_stays_off_the_warm_interpreters_module() -> None:
+    # rce_agent.warm (1 ms of imports) is for the agents that start a waiting
+    # interpreter: data, r, node and java.
+    assert "rce_agent.warm" not in imported_by("import rce_agent.main")
+
+
 def test_pywarm_imports_only_pychild_and_wire_from_the_agent() -> None:
     source = (Path(AGENT_ROOT) / "rce_agent" / "pywarm.py").read_text()
     modules = {
@@ -75,3 +81,25 @@ def test_pywarm_imports_only_pychild_and_wire_from_the_agent() -> None:
     }
     agent = {m for m in modules if m.startswith("rce_agent")}
     assert agent == {"rce_agent", "rce_agent.wire"}, agent
+
+
+@pytest.mark.parametrize(("job", "status"), [(b"", 0), (b"not a job", 1)])
+def test_the_agent_exits_with_mains_status_and_no_interpreter_teardown(
+    job: bytes, status: int
+) -> None:
+    # An atexit handler stands for the teardown: the container ends with the agent, so
+    # the interpreter's clean-up would be CPU spent on nothing.
+    package = Path(AGENT_ROOT) / "rce_agent"
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.stderr.write('teardown ran\\n'))\n"
+        "source = open('__main__.py').read()\n"
+        "exec(compile(source, '__main__.py', 'exec'), {'__name__': '__main__'})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=package, input=job, capture_output=True, check=False
+    )
+    assert done.returncode == status, done.stderr.decode()
+    assert b"teardown ran" not in done.stderr
+    if status:  # the failure was reported on the reply channel before the exit
+        assert done.stdout.startswith(b"R") and b"agent failed" in done.stdout
