@@ -55,7 +55,7 @@ BURST_HEADROOM = 1.2
 SHORTFALL_WINDOW_S = 10.0
 #: A streak counts the requests of at most its last this many seconds.
 STREAK_MAX_S = 60.0
-#: Most requests of one window counted (beyond any pool a budget allows).
+#: Most recent requests kept for counting (beyond any pool a budget allows).
 MAX_BURST_EVENTS = 10_000
 #: Time constant of the memory of the largest shortfall (seconds).
 SHORTFALL_MEMORY_S = 600.0

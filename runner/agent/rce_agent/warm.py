@@ -76,7 +76,6 @@ else:  # the C module: ``signal`` wraps it in enums, 2 ms of CPU (rce_agent/__in
 
 #: Longest wait for it (the pool waits longer for the agent's own READY frame).
 READY_TIMEOUT_S = 60.0
-#: The RCE_AGENT_PRELOAD values that start an interpreter, and its kind.
 #: The package of the JDK's source launcher, which the java boot class calls.
 JAVA_LAUNCHER_EXPORT = "jdk.compiler/com.sun.tools.javac.launcher=ALL-UNNAMED"
 #: The R front end ``Rscript`` execs.
