@@ -53,7 +53,8 @@ BURST_HEADROOM = 1.2
 #: Requests this long before a streak's first miss count with it, and a streak goes
 #: on while misses recur within this long of each other.
 SHORTFALL_WINDOW_S = 10.0
-#: A streak counts the requests of at most its last this many seconds.
+#: A streak counts the requests of at most its last this many seconds (at least
+#: ``SHORTFALL_WINDOW_S``: the requests before a streak's first miss count).
 STREAK_MAX_S = 60.0
 #: Most recent requests kept for counting (beyond any pool a budget allows).
 MAX_BURST_EVENTS = 10_000
@@ -196,7 +197,7 @@ class ShortfallMeter:
             self._peak *= math.exp(-(now - self._at) / SHORTFALL_MEMORY_S)
         if self._at is None or now > self._at:
             self._at = now
-        cutoff = now - max(STREAK_MAX_S, SHORTFALL_WINDOW_S)
+        cutoff = now - STREAK_MAX_S
         while self._events and self._events[0] < cutoff:
             self._events.popleft()
 
@@ -209,8 +210,8 @@ class ShortfallMeter:
                 self._streak_from = now - SHORTFALL_WINDOW_S
             self._missed_at = now
         if now - self._missed_at <= SHORTFALL_WINDOW_S:
-            since = max(self._streak_from, now - STREAK_MAX_S)
-            count = len(self._events) - bisect.bisect_left(self._events, since)
+            # Only the last STREAK_MAX_S are kept (``_decay``): the streak's count.
+            count = len(self._events) - bisect.bisect_left(self._events, self._streak_from)
             self._peak = max(self._peak, float(count))
 
     def value(self, now: float) -> float:
